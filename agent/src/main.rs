@@ -1,0 +1,3 @@
+//! The `flmon-agent` binary.
+
+fn main() {}

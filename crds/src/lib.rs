@@ -1,0 +1,3 @@
+//! flmon's Kubernetes API types and the names shared by the operator's webhook and the agent.
+
+pub mod names;

@@ -1,0 +1,1 @@
+//! Training analysis: convergence, stalls, divergence, stragglers and client trends (pure, no I/O).

@@ -1,0 +1,1 @@
+//! FLMonitor and AlertRule reconcilers: validate → build → apply → status.

@@ -1,0 +1,3 @@
+//! The `flmon-operator` binary.
+
+fn main() {}

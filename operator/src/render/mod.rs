@@ -1,0 +1,1 @@
+//! Plots, the Markdown performance report and the dashboard page, from agents' histories.

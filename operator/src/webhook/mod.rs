@@ -1,0 +1,1 @@
+//! The mutating admission webhook that injects the agent as a native sidecar.

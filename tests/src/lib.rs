@@ -1,0 +1,1 @@
+//! flmon's test environment: real etcd + kube-apiserver and a real Kafka broker for tests.
