@@ -86,3 +86,75 @@ pub mod env {
     /// Set on app containers: where the FL app posts training events, e.g. `http://127.0.0.1:9478/v1/events`.
     pub const EVENTS_URL: &str = "FLMON_EVENTS_URL";
 }
+
+/// Prometheus series the agent exports and the operator's generated dashboards and alert rules
+/// query. The seed's seven names keep the seed's meaning; the rest follow Prometheus conventions
+/// (base units, `_total` counters, 0-1 ratios). Changing one breaks dashboards and rules.
+pub mod metrics {
+    /// Gauge: global loss after the last round (server pod).
+    pub const GLOBAL_LOSS: &str = "fl_global_loss";
+    /// Gauge: global accuracy after the last round, in **percent** 0-100 (the seed's meaning).
+    pub const GLOBAL_ACCURACY_PERCENT: &str = "fl_global_accuracy";
+    /// Gauge: clients that took part in the last round (server pod).
+    pub const ACTIVE_CLIENTS: &str = "fl_active_clients";
+    /// Histogram: round durations in seconds (`_bucket`, `_sum`, `_count`).
+    pub const ROUND_DURATION_SECONDS: &str = "fl_round_duration_seconds";
+    /// Counter: messages sent by the FL app.
+    pub const MESSAGES_SENT_TOTAL: &str = "fl_messages_sent_total";
+    /// Gauge: CPU usage of the pod's app processes, percent of the app containers' limits (node capacity if none).
+    pub const CPU_USAGE_PERCENT: &str = "fl_cpu_usage_percent";
+    /// Gauge: memory usage of the pod's app processes, percent of the app containers' limits (node capacity if none).
+    pub const MEMORY_USAGE_PERCENT: &str = "fl_memory_usage_percent";
+
+    /// Gauge: the last completed round number (server pod).
+    pub const ROUND: &str = "flmon_round";
+    /// Gauge: duration of the last completed round in seconds (server pod).
+    pub const LAST_ROUND_DURATION_SECONDS: &str = "flmon_last_round_duration_seconds";
+    /// Gauge: a client's local loss in its last round; label [`LABEL_CLIENT_ID`].
+    pub const CLIENT_LOSS: &str = "flmon_client_loss";
+    /// Gauge: a client's local accuracy (0-1) in its last round; label [`LABEL_CLIENT_ID`].
+    pub const CLIENT_ACCURACY_RATIO: &str = "flmon_client_accuracy_ratio";
+    /// Gauge: a client's local training time in its last round, seconds; label [`LABEL_CLIENT_ID`].
+    pub const CLIENT_TRAINING_SECONDS: &str = "flmon_client_training_seconds";
+    /// Counter: rounds a client took part in; label [`LABEL_CLIENT_ID`].
+    pub const CLIENT_ROUNDS_TOTAL: &str = "flmon_client_rounds_total";
+    /// Gauge: GPU utilization 0-1; labels [`LABEL_GPU`], [`LABEL_GPU_UUID`], [`LABEL_GPU_MODEL`].
+    pub const GPU_UTILIZATION_RATIO: &str = "flmon_gpu_utilization_ratio";
+    /// Gauge: GPU memory in use, bytes; GPU labels.
+    pub const GPU_MEMORY_USED_BYTES: &str = "flmon_gpu_memory_used_bytes";
+    /// Gauge: GPU memory in total, bytes; GPU labels.
+    pub const GPU_MEMORY_TOTAL_BYTES: &str = "flmon_gpu_memory_total_bytes";
+    /// Gauge: GPU temperature, degrees Celsius; GPU labels.
+    pub const GPU_TEMPERATURE_CELSIUS: &str = "flmon_gpu_temperature_celsius";
+    /// Gauge: GPU power draw, watts; GPU labels.
+    pub const GPU_POWER_WATTS: &str = "flmon_gpu_power_watts";
+    /// Counter: messages appended to a topic (from high-watermark offsets); label [`LABEL_TOPIC`].
+    pub const KAFKA_TOPIC_MESSAGES_TOTAL: &str = "flmon_kafka_topic_messages_total";
+    /// Gauge: sampled end-to-end latency of a topic's messages (now minus message timestamp), seconds; label [`LABEL_TOPIC`].
+    pub const KAFKA_TOPIC_LATENCY_SECONDS: &str = "flmon_kafka_topic_latency_seconds";
+    /// Gauge: consumer lag in messages of one group on one partition; labels
+    /// [`LABEL_CONSUMER_GROUP`], [`LABEL_TOPIC`], `partition`. Absent when the offset is unknown.
+    pub const KAFKA_CONSUMERGROUP_LAG: &str = "flmon_kafka_consumergroup_lag";
+    /// Gauge, exported by the **operator**: rounds since the monitor's primary metric last improved;
+    /// labels `namespace`, [`LABEL_MONITOR`] (scraped with `honorLabels`).
+    pub const ROUNDS_WITHOUT_IMPROVEMENT: &str = "flmon_monitor_rounds_without_improvement";
+    /// Gauge, exported by the **operator**: 1 for the monitor's current phase, 0 for the others;
+    /// labels `namespace`, [`LABEL_MONITOR`], `phase`.
+    pub const MONITOR_PHASE: &str = "flmon_monitor_phase";
+
+    /// Label carrying the FLMonitor's name on every scraped series (set by the generated
+    /// ServiceMonitor from the pod label `flmon.io/monitor`).
+    pub const LABEL_MONITOR: &str = "flmon_monitor";
+    /// Label carrying a client id.
+    pub const LABEL_CLIENT_ID: &str = "client_id";
+    /// Label carrying a GPU's index.
+    pub const LABEL_GPU: &str = "gpu";
+    /// Label carrying a GPU's UUID.
+    pub const LABEL_GPU_UUID: &str = "uuid";
+    /// Label carrying a GPU's model name.
+    pub const LABEL_GPU_MODEL: &str = "model";
+    /// Label carrying a Kafka topic.
+    pub const LABEL_TOPIC: &str = "topic";
+    /// Label carrying a Kafka consumer group.
+    pub const LABEL_CONSUMER_GROUP: &str = "consumergroup";
+}
