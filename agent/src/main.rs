@@ -1,3 +1,17 @@
-//! The `flmon-agent` binary.
+//! The `flmon-agent` binary: parse flags and environment, set up logging, run until SIGTERM.
 
-fn main() {}
+use clap::Parser as _;
+use flmon_agent::Config;
+use flmon_agent::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+    }
+    flmon_agent::run(config).await
+}

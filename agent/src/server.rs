@@ -1,0 +1,118 @@
+//! The HTTP routes. The metrics listener (`flmon-metrics`) serves read-only data: `/metrics`,
+//! `/v1/history`, `/healthz`, `/readyz`. The ingest listener (loopback only, so no other pod can
+//! forge metrics) takes training events and librdkafka statistics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::training::Source;
+
+/// Largest `limit` of one history page.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+/// Content type of the text exposition format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Routes of the metrics listener.
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/history", get(history))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+/// Routes of the loopback ingest listener; bodies over `max_body_bytes` get 413.
+pub fn ingest_router(shared: Arc<Shared>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/librdkafka-stats", post(post_stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(shared)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], shared.snapshot.body()).into_response()
+}
+
+fn bad_parameter(name: &str, value: &str, expected: &str) -> Response {
+    let body = json!({"errors": [{"parameter": name, "value": value, "expected": expected}]});
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+async fn history(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let since = match params.get("since") {
+        None => 0,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return bad_parameter("since", v, "a sequence number (an integer >= 0)"),
+        },
+    };
+    let limit = match params.get("limit") {
+        None => MAX_HISTORY_LIMIT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_HISTORY_LIMIT).contains(&n) => n,
+            _ => return bad_parameter("limit", v, "an integer from 1 to 10000"),
+        },
+    };
+    Json(shared.history_page(since, limit)).into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first sample of every collector\n",
+        )
+            .into_response()
+    }
+}
+
+fn switched_off(what: &str) -> Response {
+    let body = json!({"errors": [{"line": null, "field": null, "value": null, "expected": format!("the {what} collector to be switched on")}]});
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+async fn post_events(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    if !shared.events_enabled() {
+        return switched_off("events");
+    }
+    // Parsing a large batch is CPU work: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || shared.ingest_events(&body, Source::Http)).await;
+    match result {
+        Ok(Ok(applied)) => Json(json!({
+            "accepted": applied.new + applied.replaced + applied.ignored,
+            "new": applied.new,
+            "duplicates": applied.ignored,
+            "replaced": applied.replaced,
+        }))
+        .into_response(),
+        Ok(Err(errors)) => (StatusCode::BAD_REQUEST, Json(json!({ "errors": errors }))).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "event ingest failed\n").into_response(),
+    }
+}
+
+async fn post_stats(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    if !shared.librdkafka_enabled() {
+        return switched_off("librdkafka");
+    }
+    match shared.ingest_stats(&body) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
