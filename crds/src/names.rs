@@ -79,7 +79,8 @@ pub mod env {
     /// SASL password (from a Secret).
     pub const KAFKA_SASL_PASSWORD: &str = "FLMON_KAFKA_SASL_PASSWORD";
     /// Prefix of per-app-container limit variables: `FLMON_LIMIT_CPU_<container>` / `FLMON_LIMIT_MEMORY_<container>`
-    /// (container name upper-cased, `-` → `_`), filled by the Downward API `resourceFieldRef`.
+    /// (container name upper-cased, `-` → `_`), filled by the Downward API `resourceFieldRef`:
+    /// CPU in millicores (divisor `1m`), memory in bytes.
     pub const LIMIT_CPU_PREFIX: &str = "FLMON_LIMIT_CPU_";
     /// See [`LIMIT_CPU_PREFIX`].
     pub const LIMIT_MEMORY_PREFIX: &str = "FLMON_LIMIT_MEMORY_";
