@@ -7,12 +7,14 @@
 //! - [`tls`]: the self-managed CA and serving certificate kept in a Secret.
 //! - [`registration`]: the MutatingWebhookConfiguration (caBundle, namespace scope).
 //! - [`audit`]: pods that should carry the agent but don't, and stale agents.
+//! - [`run`]: wiring for the binary: what every replica serves, what the leader keeps current.
 
 pub mod audit;
 pub mod events;
 pub mod inject;
 pub mod metrics;
 pub mod registration;
+pub mod run;
 pub mod selector;
 pub mod server;
 pub mod settings;

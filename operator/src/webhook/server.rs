@@ -198,7 +198,9 @@ pub fn router(state: Arc<WebhookState>) -> Router {
 }
 
 /// Serves `app` over TLS on `listener` (HTTP/2 and HTTP/1.1, keep-alive) until `shutdown`
-/// completes. Each connection runs on its own task; a failed handshake only drops that one.
+/// completes; then open connections are closed gracefully (in-flight answers finish, HTTP/2
+/// clients get a GOAWAY) so callers reconnect elsewhere. Each connection runs on its own task;
+/// a failed handshake only drops that one.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -206,11 +208,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
+            // Reap finished connection tasks so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -225,7 +231,8 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
-        tokio::spawn(async move {
+        let mut closing = closing.subscribe();
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
@@ -234,14 +241,29 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = TowerToHyperService::new(app);
-            if let Err(error) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "webhook connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
     }
 }
 
