@@ -73,40 +73,50 @@ pub struct ClientUpdate {
 }
 
 impl Event {
-    /// Whether two events carry the same values (NaN equals NaN: a resent NaN is a duplicate).
-    pub fn same_values(&self, other: &Event) -> bool {
-        fn eq(a: &Option<f64>, b: &Option<f64>) -> bool {
-            match (a, b) {
-                (Some(x), Some(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()) || x == y,
-                (None, None) => true,
-                _ => false,
+    /// A fingerprint of the event's key and values (not its `time`): two events carry the same
+    /// values exactly when their fingerprints are equal (up to a 2^-64 collision). NaN equals NaN,
+    /// so a resent NaN is a duplicate. Only fingerprints are kept for deduplication.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        fn num(h: &mut impl Hasher, v: Option<f64>) {
+            match v {
+                None => 0u8.hash(h),
+                Some(n) if n.is_nan() => 1u8.hash(h),
+                // +0.0 and -0.0 are the same value.
+                Some(n) => (2u8, if n == 0.0 { 0 } else { n.to_bits() }).hash(h),
             }
         }
-        match (self, other) {
-            (Event::RoundEnd(a), Event::RoundEnd(b)) => {
-                a.run_id == b.run_id
-                    && a.round == b.round
-                    && eq(&a.global_loss, &b.global_loss)
-                    && eq(&a.global_accuracy, &b.global_accuracy)
-                    && a.participants == b.participants
-                    && a.expected_participants == b.expected_participants
-                    && eq(&a.duration_seconds, &b.duration_seconds)
-                    && eq(&a.learning_rate, &b.learning_rate)
-                    && eq(&a.gradient_norm, &b.gradient_norm)
-                    && eq(&a.weight_change_norm, &b.weight_change_norm)
-                    && a.messages_sent == b.messages_sent
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match self {
+            Event::RoundEnd(r) => {
+                (
+                    0u8,
+                    &r.run_id,
+                    r.round,
+                    r.participants,
+                    r.expected_participants,
+                    r.messages_sent,
+                )
+                    .hash(&mut h);
+                for v in [
+                    r.global_loss,
+                    r.global_accuracy,
+                    r.duration_seconds,
+                    r.learning_rate,
+                    r.gradient_norm,
+                ] {
+                    num(&mut h, v);
+                }
+                num(&mut h, r.weight_change_norm);
             }
-            (Event::ClientUpdate(a), Event::ClientUpdate(b)) => {
-                a.run_id == b.run_id
-                    && a.round == b.round
-                    && a.client_id == b.client_id
-                    && eq(&a.loss, &b.loss)
-                    && eq(&a.accuracy, &b.accuracy)
-                    && eq(&a.training_seconds, &b.training_seconds)
-                    && a.samples == b.samples
+            Event::ClientUpdate(u) => {
+                (1u8, &u.run_id, u.round, &u.client_id, u.samples).hash(&mut h);
+                for v in [u.loss, u.accuracy, u.training_seconds] {
+                    num(&mut h, v);
+                }
             }
-            _ => false,
         }
+        h.finish()
     }
 }
 
@@ -328,7 +338,7 @@ fn line_snippet(body: &[u8], offset: usize) -> String {
     }
 }
 
-fn validate(line: usize, value: &Value, out: &mut Collector<'_>) {
+fn validate(line: usize, value: &Value<'_>, out: &mut Collector<'_>) {
     let Value::Object(fields) = value else {
         out.error(line, None, value.to_report(), "a JSON object (one event)");
         return;
@@ -340,8 +350,8 @@ fn validate(line: usize, value: &Value, out: &mut Collector<'_>) {
         out,
     };
     let kind = match value.get("type") {
-        Some(Value::String(s)) if s == "round_end" => "round_end",
-        Some(Value::String(s)) if s == "client_update" => "client_update",
+        Some(Value::String(s)) if s.as_ref() == "round_end" => "round_end",
+        Some(Value::String(s)) if s.as_ref() == "client_update" => "client_update",
         other => {
             let reported = other.map_or(serde_json::Value::Null, Value::to_report);
             v.out
@@ -356,7 +366,7 @@ fn validate(line: usize, value: &Value, out: &mut Collector<'_>) {
     };
     let unknown = fields
         .iter()
-        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .filter(|(k, _)| !known.contains(&k.as_ref()))
         .count() as u64;
     let run_id = v.id("run_id");
     let round = v.required_int("round");
@@ -410,29 +420,28 @@ fn validate(line: usize, value: &Value, out: &mut Collector<'_>) {
     }
 }
 
-struct Fields<'v, 'c, 'd> {
+struct Fields<'v, 'j, 'c, 'd> {
     line: usize,
-    obj: &'v Value,
+    obj: &'v Value<'j>,
     out: &'c mut Collector<'d>,
 }
 
-impl Fields<'_, '_, '_> {
+impl<'v, 'j> Fields<'v, 'j, '_, '_> {
     /// The field's value; `null` counts as missing.
-    fn get(&self, field: &str) -> Option<&Value> {
+    fn get(&self, field: &str) -> Option<&'v Value<'j>> {
         self.obj.get(field).filter(|v| **v != Value::Null)
     }
 
-    fn bad(&mut self, field: &str, value: &Value, expected: &str) {
+    fn bad(&mut self, field: &str, value: &Value<'_>, expected: &str) {
         let reported = value.to_report();
         self.out.error(self.line, Some(field), reported, expected);
     }
 
     fn number(&mut self, field: &str, expected: &str, ok: impl Fn(f64) -> bool) -> Option<f64> {
-        let value = self.get(field)?.clone();
-        match value {
-            Value::Number(n) if ok(n) => Some(n),
+        match self.get(field)? {
+            Value::Number(n) if ok(*n) => Some(*n),
             other => {
-                self.bad(field, &other, expected);
+                self.bad(field, other, expected);
                 None
             }
         }
@@ -482,17 +491,16 @@ impl Fields<'_, '_, '_> {
     }
 
     fn id(&mut self, field: &str) -> Option<String> {
-        let value = self.get(field)?.clone();
-        match value {
+        match self.get(field)? {
             Value::String(s)
                 if !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control) =>
             {
-                Some(s)
+                Some(s.to_string())
             }
             other => {
                 let expected =
                     format!("a non-empty string of at most {MAX_ID_LEN} bytes without control characters");
-                self.bad(field, &other, &expected);
+                self.bad(field, other, &expected);
                 None
             }
         }

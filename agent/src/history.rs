@@ -249,9 +249,12 @@ struct Ring<T> {
 
 impl<T> Ring<T> {
     fn new(capacity: usize) -> Self {
+        // Sized once: growing by doubling would leave a larger buffer half used, and untouched
+        // pages of this one cost no resident memory until records arrive.
+        let capacity = capacity.max(1);
         Ring {
-            items: VecDeque::new(),
-            capacity: capacity.max(1),
+            items: VecDeque::with_capacity(capacity),
+            capacity,
         }
     }
 

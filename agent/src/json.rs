@@ -2,14 +2,16 @@
 //! `json.dumps` writes (`NaN`, `Infinity`, `-Infinity`), with a nesting limit so no input can
 //! exhaust the stack. serde_json rejects those tokens, and FL apps do send them (a diverging loss).
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Deepest nesting accepted; events are flat, so this is generous.
 const MAX_DEPTH: usize = 64;
 
-/// A parsed JSON value. Numbers are `f64`: event counters stay far below 2^53.
+/// A parsed JSON value. Numbers are `f64`: event counters stay far below 2^53. Strings without
+/// escapes borrow from the input, so keys cost no allocation.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     /// `null`.
     Null,
     /// `true` or `false`.
@@ -17,16 +19,16 @@ pub enum Value {
     /// Any number, including `NaN` and the infinities.
     Number(f64),
     /// A string.
-    String(String),
+    String(Cow<'a, str>),
     /// An array.
-    Array(Vec<Value>),
+    Array(Vec<Value<'a>>),
     /// An object; keys keep their order, a repeated key keeps its last value on lookup.
-    Object(Vec<(String, Value)>),
+    Object(Vec<(Cow<'a, str>, Value<'a>)>),
 }
 
-impl Value {
+impl<'a> Value<'a> {
     /// The value of `key` in an object (the last one when repeated), `None` otherwise.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         match self {
             Value::Object(fields) => fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
@@ -175,11 +177,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Parses one value at the cursor.
-    pub fn value(&mut self) -> Result<Value, SyntaxError> {
+    pub fn value(&mut self) -> Result<Value<'a>, SyntaxError> {
         self.value_at(0)
     }
 
-    fn value_at(&mut self, depth: usize) -> Result<Value, SyntaxError> {
+    fn value_at(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
         if depth > MAX_DEPTH {
             return Err(self.err("less deeply nested JSON"));
         }
@@ -201,7 +203,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn literal(&mut self, word: &'static [u8], value: Value) -> Result<Value, SyntaxError> {
+    fn literal(&mut self, word: &'static [u8], value: Value<'a>) -> Result<Value<'a>, SyntaxError> {
         if self.input[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(value)
@@ -210,7 +212,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, SyntaxError> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
         self.pos += 1; // '{'
         let mut fields = Vec::new();
         if self.eat(b'}') {
@@ -236,7 +238,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, SyntaxError> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, SyntaxError> {
         self.pos += 1; // '['
         let mut items = Vec::new();
         if self.eat(b']') {
@@ -254,23 +256,39 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string(&mut self) -> Result<String, SyntaxError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, SyntaxError> {
         self.pos += 1; // opening quote
-        let mut out = Vec::new();
+        let input: &'a [u8] = self.input;
+        let start = self.pos;
+        while let Some(&b) = input.get(self.pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            self.pos += 1;
+        }
+        if input.get(self.pos) == Some(&b'"') {
+            // No escapes: borrow.
+            let text = std::str::from_utf8(&input[start..self.pos]).map_err(|_| self.err("UTF-8 text"))?;
+            self.pos += 1;
+            return Ok(Cow::Borrowed(text));
+        }
+        let mut out = input[start..self.pos].to_vec();
         loop {
-            let start = self.pos;
-            while let Some(&b) = self.input.get(self.pos) {
+            let run = self.pos;
+            while let Some(&b) = input.get(self.pos) {
                 if b == b'"' || b == b'\\' || b < 0x20 {
                     break;
                 }
                 self.pos += 1;
             }
-            out.extend_from_slice(&self.input[start..self.pos]);
-            match self.input.get(self.pos) {
+            out.extend_from_slice(&input[run..self.pos]);
+            match input.get(self.pos) {
                 None => return Err(self.err("a closing '\"'")),
                 Some(b'"') => {
                     self.pos += 1;
-                    return String::from_utf8(out).map_err(|_| self.err("UTF-8 text"));
+                    return String::from_utf8(out)
+                        .map(Cow::Owned)
+                        .map_err(|_| self.err("UTF-8 text"));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
@@ -339,7 +357,7 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
-    fn number(&mut self) -> Result<Value, SyntaxError> {
+    fn number(&mut self) -> Result<Value<'a>, SyntaxError> {
         let start = self.pos;
         if self.input.get(self.pos) == Some(&b'-') {
             self.pos += 1;
@@ -389,7 +407,7 @@ impl<'a> Reader<'a> {
 ///
 /// # Errors
 /// A [`SyntaxError`] when the input is not one JSON value (trailing data included).
-pub fn parse(input: &[u8]) -> Result<Value, SyntaxError> {
+pub fn parse(input: &[u8]) -> Result<Value<'_>, SyntaxError> {
     let mut reader = Reader::new(input);
     let value = reader.value()?;
     if !reader.at_end() {
@@ -415,6 +433,10 @@ mod tests {
     fn strings_with_escapes_and_surrogates_decode() {
         let v = parse(br#""a\"b\\c\u00e9\ud83d\ude00""#).unwrap();
         assert_eq!(v, Value::String("a\"b\\c\u{e9}\u{1F600}".into()));
+        assert!(matches!(
+            parse(br#""plain""#).unwrap(),
+            Value::String(Cow::Borrowed("plain"))
+        ));
     }
 
     #[test]

@@ -5,7 +5,8 @@ use flmon_agent::Config;
 use flmon_agent::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// Two workers: the agent is a small sidecar, and the default (one per node CPU) would start dozens.
+#[tokio::main(worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

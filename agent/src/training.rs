@@ -61,10 +61,21 @@ pub struct Applied {
     pub dropped_clients: u64,
 }
 
+/// What deduplication keeps of a round: a fingerprint of its values, and its `messages_sent`
+/// (a replacement adds only the increase).
+#[derive(Clone, Copy)]
+struct RoundKey {
+    fingerprint: u64,
+    messages_sent: Option<u64>,
+}
+
 #[derive(Default)]
 struct Run {
-    rounds: BTreeMap<u64, RoundEnd>,
-    updates: BTreeMap<u64, HashMap<Arc<str>, ClientUpdate>>,
+    rounds: BTreeMap<u64, RoundKey>,
+    /// The `round_end` of the highest round, in full (the gauges show it).
+    latest: Option<RoundEnd>,
+    /// Fingerprints of client updates by round and client.
+    updates: BTreeMap<u64, HashMap<Arc<str>, u64>>,
     last_used: u64,
 }
 
@@ -231,23 +242,32 @@ impl Training {
         }
         let keep = self.config.keep_rounds.max(1);
         let run = self.touch_run(&run_id);
-        let previous = run.rounds.get(&r.round).cloned();
-        let event = Event::RoundEnd(r.clone());
-        let replaces = match &previous {
-            Some(p) if Event::RoundEnd(p.clone()).same_values(&event) => {
+        let fingerprint = Event::RoundEnd(r.clone()).fingerprint();
+        let previous = run.rounds.get(&r.round).copied();
+        let replaces = match previous {
+            Some(p) if p.fingerprint == fingerprint => {
                 out.ignored += 1;
                 return;
             }
             Some(_) => true,
             None => false,
         };
-        run.rounds.insert(r.round, r.clone());
+        run.rounds.insert(
+            r.round,
+            RoundKey {
+                fingerprint,
+                messages_sent: r.messages_sent,
+            },
+        );
         while run.rounds.len() > keep {
             run.rounds.pop_first();
         }
+        if run.latest.as_ref().is_none_or(|l| r.round >= l.round) {
+            run.latest = Some(r.clone());
+        }
         if replaces {
             out.replaced += 1;
-            let before = previous.as_ref().and_then(|p| p.messages_sent).unwrap_or(0);
+            let before = previous.and_then(|p| p.messages_sent).unwrap_or(0);
             self.messages_sent += r.messages_sent.unwrap_or(0).saturating_sub(before);
         } else {
             out.new += 1;
@@ -314,17 +334,17 @@ impl Training {
         u.run_id = Some(run_id.to_string());
         let keep = self.config.keep_rounds.max(1);
         let run = self.touch_run(&run_id);
+        let fingerprint = Event::ClientUpdate(u.clone()).fingerprint();
         let round_updates = run.updates.entry(u.round).or_default();
-        let event = Event::ClientUpdate(u.clone());
         let replaces = match round_updates.get(&client) {
-            Some(p) if Event::ClientUpdate(p.clone()).same_values(&event) => {
+            Some(p) if *p == fingerprint => {
                 out.ignored += 1;
                 return;
             }
             Some(_) => true,
             None => false,
         };
-        round_updates.insert(client.clone(), u.clone());
+        round_updates.insert(client.clone(), fingerprint);
         while run.updates.len() > keep {
             run.updates.pop_first();
         }
@@ -392,15 +412,14 @@ impl Training {
 
     /// The latest round of the current run.
     fn latest(&self) -> Option<&RoundEnd> {
-        let run = self.runs.get(self.current_run.as_ref()?)?;
-        run.rounds.last_key_value().map(|(_, r)| r)
+        self.runs.get(self.current_run.as_ref()?)?.latest.as_ref()
     }
 
     /// Participants of the latest round: `participants` of its `round_end`, else the distinct
     /// clients that sent an update for the latest round with updates.
     pub fn active_clients(&self) -> Option<u64> {
         let run = self.runs.get(self.current_run.as_ref()?)?;
-        let latest_round = run.rounds.last_key_value();
+        let latest_round = run.latest.as_ref().map(|r| (&r.round, r));
         let latest_updates = run.updates.iter().rev().find(|(_, m)| !m.is_empty());
         match (latest_round, latest_updates) {
             (Some((round, r)), updates) => r
