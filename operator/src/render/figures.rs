@@ -1,0 +1,453 @@
+//! The five figure sets of SPEC §6, built as plain values from the analyzer's series: training
+//! progress, client metrics, system metrics, convergence, Kafka.
+
+use crate::analysis::analyzer::{Analyzer, Run};
+use crate::analysis::clients::{ClientBook, ClientSummary};
+use crate::analysis::series::{Bucket, Series};
+
+use super::plot::{BLUE, Figure, GREEN, Line, ORANGE, PALETTE, PURPLE, Panel, RED, Reference, Scale, Style};
+
+/// Names of the figures, in order (file stems).
+pub const FIGURES: [&str; 5] = [
+    "training_progress",
+    "client_metrics",
+    "system_metrics",
+    "convergence_analysis",
+    "kafka_metrics",
+];
+
+/// Lines drawn one per pod / topic / group before the rest are left out of a panel.
+const MAX_LINES: usize = 8;
+/// Clients shown as one bar each in the participation panel; more are shown as a histogram.
+const MAX_CLIENT_BARS: usize = 40;
+
+fn buckets(series: &Series) -> &[Bucket] {
+    series.buckets()
+}
+
+/// The run's rounds, so every round-based panel of a figure spans the same x range.
+fn round_range(run: Option<&Run>) -> Option<(f64, f64)> {
+    let run = run?;
+    let (first, last) = run.round_span()?;
+    Some((first as f64, last as f64))
+}
+
+fn run_label(run: Option<&Run>) -> String {
+    run.map_or_else(
+        || "no training events yet".to_string(),
+        |r| format!("run {}", r.id()),
+    )
+}
+
+/// All five figures of the analyzer's current run.
+pub fn figures(analyzer: &Analyzer) -> Vec<Figure> {
+    let closed = analyzer.current_run().map(|r| r.clients.closed_copy());
+    vec![
+        training_progress(analyzer),
+        client_metrics(analyzer, closed.as_ref()),
+        system_metrics(analyzer),
+        convergence(analyzer),
+        kafka(analyzer),
+    ]
+}
+
+/// Global loss, global accuracy, participation per round, round duration.
+pub fn training_progress(analyzer: &Analyzer) -> Figure {
+    let run = analyzer.current_run();
+    let config = analyzer.config();
+    let mut loss = Panel::new("Global Model Loss", "Round", "Loss");
+    let mut accuracy = Panel::new("Global Model Accuracy", "Round", "Accuracy (%)");
+    let mut participation = Panel::new("Client Participation per Round", "Round", "Clients");
+    let mut duration = Panel::new("Round Duration", "Round", "Duration (s)");
+    if let Some(run) = run {
+        let s = &run.series;
+        loss.lines.push(Line::new("global loss", BLUE, buckets(&s.loss)));
+        loss.mark_non_finite = true;
+        if let Some(t) = config.target_loss {
+            loss.references.push(Reference {
+                y: t,
+                label: format!("target {t}"),
+                color: GREEN,
+            });
+        }
+        accuracy.lines.push(Line::new(
+            "global accuracy",
+            GREEN,
+            &percent(buckets(&s.accuracy)),
+        ));
+        if let Some(t) = config.target_accuracy {
+            accuracy.references.push(Reference {
+                y: 100.0 * t,
+                label: format!("target {:.4}%", 100.0 * t),
+                color: RED,
+            });
+        }
+        participation.y_from_zero = true;
+        participation
+            .lines
+            .push(Line::new("participants", PURPLE, buckets(&s.participants)).styled(Style::Bars));
+        if !s.expected.is_empty() {
+            participation
+                .lines
+                .push(Line::new("expected", ORANGE, buckets(&s.expected)).styled(Style::Dashed));
+        }
+        duration.y_from_zero = true;
+        duration
+            .lines
+            .push(Line::new("duration", RED, buckets(&s.duration)));
+        for p in [&mut loss, &mut accuracy, &mut participation, &mut duration] {
+            p.x_range = round_range(Some(run));
+        }
+    }
+    Figure {
+        name: "training_progress",
+        title: format!("Federated Learning Training Progress — {}", run_label(run)),
+        panels: vec![loss, accuracy, participation, duration],
+    }
+}
+
+/// Buckets scaled from a 0–1 fraction to percent.
+fn percent(buckets: &[Bucket]) -> Vec<Bucket> {
+    buckets
+        .iter()
+        .map(|b| Bucket {
+            min: b.min * 100.0,
+            max: b.max * 100.0,
+            sum: b.sum * 100.0,
+            last: b.last * 100.0,
+            ..*b
+        })
+        .collect()
+}
+
+fn spread_panel(
+    panel: &mut Panel,
+    book: &ClientBook,
+    pick: impl Fn(&crate::analysis::clients::ClientLines) -> &Series,
+    spread: &crate::analysis::clients::Spread,
+    scale: f64,
+) {
+    let scaled = |b: &[Bucket]| if scale == 1.0 { b.to_vec() } else { percent(b) };
+    if book.len() <= crate::analysis::clients::LINE_CLIENTS {
+        for (i, lines) in book.lines.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            panel.lines.push(Line::new(
+                short(&lines.client_id),
+                color,
+                &scaled(pick(lines).buckets()),
+            ));
+        }
+    } else if spread.p50.has_finite() {
+        let label = format!("median of {} clients, band 10th–90th percentile", book.len());
+        let mut line = Line::new(label, BLUE, &scaled(spread.p50.buckets()));
+        line.band = Some((scaled(spread.p10.buckets()), scaled(spread.p90.buckets())));
+        panel.lines.push(line);
+    }
+}
+
+fn short(id: &str) -> String {
+    if id.chars().count() <= 14 {
+        id.to_string()
+    } else {
+        let head: String = id.chars().take(6).collect();
+        let tail: String = id
+            .chars()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("{head}…{tail}")
+    }
+}
+
+/// Client local losses, accuracies, training times, and participation per client.
+pub fn client_metrics(analyzer: &Analyzer, closed: Option<&ClientBook>) -> Figure {
+    let run = analyzer.current_run();
+    let mut loss = Panel::new("Client Local Losses", "Round", "Loss");
+    let mut accuracy = Panel::new("Client Local Accuracies", "Round", "Accuracy (%)");
+    let mut times = Panel::new("Client Training Times", "Round", "Training time (s)");
+    let mut participation = Panel::new("Participation Rate per Client", "Client", "Participation (%)");
+    if let Some(book) = closed {
+        spread_panel(&mut loss, book, |l| &l.loss, &book.loss, 1.0);
+        spread_panel(&mut accuracy, book, |l| &l.accuracy, &book.accuracy, 100.0);
+        spread_panel(&mut times, book, |l| &l.training_seconds, &book.seconds, 1.0);
+        times.y_from_zero = true;
+        let summaries = book.summaries();
+        participation_panel(&mut participation, &summaries);
+        for p in [&mut loss, &mut accuracy, &mut times] {
+            p.x_range = round_range(run);
+        }
+    }
+    Figure {
+        name: "client_metrics",
+        title: format!("Client-Specific Metrics — {}", run_label(run)),
+        panels: vec![loss, accuracy, times, participation],
+    }
+}
+
+fn participation_panel(panel: &mut Panel, summaries: &[ClientSummary]) {
+    if summaries.is_empty() {
+        return;
+    }
+    panel.y_from_zero = true;
+    let bar = |x: f64, v: f64| Bucket {
+        x_start: x,
+        x_end: x,
+        min: v,
+        max: v,
+        sum: v,
+        count: 1,
+        non_finite: 0,
+        points: 1,
+        last: v,
+    };
+    if summaries.len() <= MAX_CLIENT_BARS {
+        let mut sorted: Vec<&ClientSummary> = summaries.iter().collect();
+        sorted.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        panel.categories = sorted.iter().map(|c| short(&c.client_id)).collect();
+        let (stragglers, others): (Vec<_>, Vec<_>) =
+            sorted.iter().enumerate().partition(|(_, c)| c.straggler);
+        let to_bars = |v: Vec<(usize, &&ClientSummary)>| -> Vec<Bucket> {
+            v.into_iter()
+                .map(|(i, c)| bar(i as f64, 100.0 * c.participation_rate))
+                .collect()
+        };
+        panel
+            .lines
+            .push(Line::new("client", PURPLE, &to_bars(others)).styled(Style::Bars));
+        let stragglers = to_bars(stragglers);
+        if !stragglers.is_empty() {
+            panel
+                .lines
+                .push(Line::new("straggler", RED, &stragglers).styled(Style::Bars));
+        }
+        panel.y_range = Some((0.0, 105.0));
+    } else {
+        panel.title = format!("Participation Rate of {} Clients", summaries.len());
+        panel.x_label = "Participation (%)".into();
+        panel.y_label = "Clients".into();
+        let mut bins = [0u32; 10];
+        for c in summaries {
+            let i = ((c.participation_rate * 10.0).floor() as usize).min(9);
+            bins[i] += 1;
+        }
+        let bars: Vec<Bucket> = bins
+            .iter()
+            .enumerate()
+            .map(|(i, n)| bar(i as f64 * 10.0 + 5.0, f64::from(*n)))
+            .collect();
+        let mut line = Line::new("clients per 10 % bin", PURPLE, &bars).styled(Style::Bars);
+        // Bars 10 wide: spread the bucket over its bin.
+        for b in &mut line.buckets {
+            b.x_start -= 4.0;
+            b.x_end += 4.0;
+            b.points = 2;
+        }
+        panel.lines.push(line);
+    }
+}
+
+/// Time axis for host and Kafka samples: seconds, minutes or hours since the first sample.
+fn time_axis(panels: &mut [&mut Panel], series: &[&Series]) {
+    let t0 = series
+        .iter()
+        .filter_map(|s| s.buckets().first().map(|b| b.x_start))
+        .fold(f64::INFINITY, f64::min);
+    let t1 = series
+        .iter()
+        .filter_map(|s| s.buckets().last().map(|b| b.x_end))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let span = if t0.is_finite() && t1.is_finite() {
+        t1 - t0
+    } else {
+        0.0
+    };
+    let (unit, name) = if span > 3.0 * 3600.0 {
+        (3600.0, "h")
+    } else if span > 180.0 {
+        (60.0, "min")
+    } else {
+        (1.0, "s")
+    };
+    for p in panels.iter_mut() {
+        p.x_origin = if t0.is_finite() { t0 } else { 0.0 };
+        p.x_unit = unit;
+        p.x_label = format!("Time since first sample ({name})");
+    }
+}
+
+/// CPU, memory, network and GPU per pod.
+pub fn system_metrics(analyzer: &Analyzer) -> Figure {
+    let mut cpu = Panel::new("CPU Usage", "Time", "CPU (% of limits)");
+    let mut memory = Panel::new("Memory Usage", "Time", "Memory (% of limits)");
+    let mut network = Panel::new("Network Throughput", "Time", "MB/s");
+    let mut gpu = Panel::new("GPU Utilization", "Time", "GPU (%)");
+    gpu.empty_message = "no GPU metrics reported".into();
+    let mut pods: Vec<_> = analyzer.pods.iter().collect();
+    // The busiest pods first.
+    let mean = |s: &Series| {
+        let (sum, n) = s
+            .buckets()
+            .iter()
+            .fold((0.0, 0u64), |(a, n), b| (a + b.sum, n + u64::from(b.count)));
+        if n == 0 { 0.0 } else { sum / n as f64 }
+    };
+    pods.sort_by(|a, b| mean(&b.cpu_percent).total_cmp(&mean(&a.cpu_percent)));
+    let shown = &pods[..pods.len().min(MAX_LINES)];
+    let mut all: Vec<&Series> = Vec::new();
+    for (i, p) in shown.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let name = short(&p.pod);
+        cpu.lines
+            .push(Line::new(name.clone(), color, p.cpu_percent.buckets()));
+        memory
+            .lines
+            .push(Line::new(name.clone(), color, p.memory_percent.buckets()));
+        if i < MAX_LINES / 2 {
+            let mb = |s: &Series| -> Vec<Bucket> {
+                s.buckets()
+                    .iter()
+                    .map(|b| Bucket {
+                        min: b.min / 1e6,
+                        max: b.max / 1e6,
+                        sum: b.sum / 1e6,
+                        last: b.last / 1e6,
+                        ..*b
+                    })
+                    .collect()
+            };
+            network
+                .lines
+                .push(Line::new(format!("{name} rx"), color, &mb(&p.network_rx)));
+            network
+                .lines
+                .push(Line::new(format!("{name} tx"), color, &mb(&p.network_tx)).styled(Style::Dashed));
+        }
+        gpu.lines
+            .push(Line::new(name, color, p.gpu_utilization.buckets()));
+        all.extend([
+            &p.cpu_percent,
+            &p.memory_percent,
+            &p.network_rx,
+            &p.network_tx,
+            &p.gpu_utilization,
+        ]);
+    }
+    for p in [&mut cpu, &mut memory, &mut network, &mut gpu] {
+        p.y_from_zero = true;
+    }
+    let hidden = pods.len().saturating_sub(MAX_LINES);
+    time_axis(&mut [&mut cpu, &mut memory, &mut network, &mut gpu], &all);
+    let more = if hidden > 0 {
+        format!(" ({hidden} quieter pods not shown)")
+    } else {
+        String::new()
+    };
+    Figure {
+        name: "system_metrics",
+        title: format!("System Performance Metrics — {} pods{more}", pods.len()),
+        panels: vec![cpu, memory, network, gpu],
+    }
+}
+
+/// Loss on a log scale, gradient norms, weight changes, learning rate.
+pub fn convergence(analyzer: &Analyzer) -> Figure {
+    let run = analyzer.current_run();
+    let config = analyzer.config();
+    let mut loss = Panel::new("Loss Convergence (log scale)", "Round", "Loss (log scale)");
+    loss.scale = Scale::Log;
+    loss.mark_non_finite = true;
+    let mut gradient = Panel::new("Gradient Norms", "Round", "Gradient norm");
+    let mut weights = Panel::new(
+        "Weight Changes Between Rounds",
+        "Round",
+        "L2 norm of weight change",
+    );
+    let mut lr = Panel::new("Learning Rate Schedule", "Round", "Learning rate");
+    if let Some(run) = run {
+        let s = &run.series;
+        loss.lines.push(Line::new("global loss", BLUE, s.loss.buckets()));
+        if let Some(t) = config.target_loss.filter(|t| *t > 0.0) {
+            loss.references.push(Reference {
+                y: t,
+                label: format!("target {t}"),
+                color: GREEN,
+            });
+        }
+        gradient
+            .lines
+            .push(Line::new("gradient norm", ORANGE, s.gradient_norm.buckets()));
+        weights
+            .lines
+            .push(Line::new("weight change", GREEN, s.weight_change.buckets()));
+        lr.lines
+            .push(Line::new("learning rate", PURPLE, s.learning_rate.buckets()));
+        for p in [&mut gradient, &mut weights, &mut lr] {
+            p.y_from_zero = true;
+        }
+        for p in [&mut loss, &mut gradient, &mut weights, &mut lr] {
+            p.x_range = round_range(Some(run));
+        }
+    }
+    Figure {
+        name: "convergence_analysis",
+        title: format!("Convergence Analysis — {}", run_label(run)),
+        panels: vec![loss, gradient, weights, lr],
+    }
+}
+
+/// Throughput per topic, latency, consumer lag, bytes per topic.
+pub fn kafka(analyzer: &Analyzer) -> Figure {
+    let mut throughput = Panel::new("Message Throughput by Topic", "Time", "Messages/s");
+    let mut latency = Panel::new("End-to-End Latency by Topic", "Time", "Latency (s)");
+    let mut lag = Panel::new("Consumer Lag by Group", "Time", "Lag (messages)");
+    let mut bytes = Panel::new("Byte Throughput by Topic", "Time", "MB/s");
+    let mut all: Vec<&Series> = Vec::new();
+    for (i, t) in analyzer.topics.iter().take(MAX_LINES).enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        throughput
+            .lines
+            .push(Line::new(t.topic.clone(), color, t.messages_per_second.buckets()));
+        latency
+            .lines
+            .push(Line::new(t.topic.clone(), color, t.latency_seconds.buckets()));
+        let mb: Vec<Bucket> = t
+            .bytes_per_second
+            .buckets()
+            .iter()
+            .map(|b| Bucket {
+                min: b.min / 1e6,
+                max: b.max / 1e6,
+                sum: b.sum / 1e6,
+                last: b.last / 1e6,
+                ..*b
+            })
+            .collect();
+        bytes.lines.push(Line::new(t.topic.clone(), color, &mb));
+        all.extend([&t.messages_per_second, &t.latency_seconds, &t.bytes_per_second]);
+    }
+    for (i, g) in analyzer.groups.iter().take(MAX_LINES).enumerate() {
+        lag.lines.push(Line::new(
+            g.group.clone(),
+            PALETTE[i % PALETTE.len()],
+            g.lag.buckets(),
+        ));
+        all.push(&g.lag);
+    }
+    for p in [&mut throughput, &mut latency, &mut lag, &mut bytes] {
+        p.y_from_zero = true;
+        p.empty_message = "no Kafka metrics reported".into();
+    }
+    time_axis(&mut [&mut throughput, &mut latency, &mut lag, &mut bytes], &all);
+    Figure {
+        name: "kafka_metrics",
+        title: format!(
+            "Kafka Performance Metrics — {} topics, {} consumer groups",
+            analyzer.topics.len(),
+            analyzer.groups.len()
+        ),
+        panels: vec![throughput, latency, lag, bytes],
+    }
+}

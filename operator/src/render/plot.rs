@@ -1,0 +1,819 @@
+//! Draws a [`Figure`] (a title over a 2×2 grid of panels) with plotters, on any backend.
+//!
+//! Long series arrive already downsampled into buckets (min, max, mean); here they are reduced
+//! once more to at most one column per pixel of the panel, drawn as the mean line over a light
+//! min–max band, so a 100 000-round run draws as fast as a 2 000-round one and a single spike
+//! stays visible. Every line is clipped to its panel's plotting area (Liang–Barsky) and bands are
+//! clamped to it, so no panel's data spills into another.
+
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::analysis::series::Bucket;
+
+/// A colour as (r, g, b).
+pub type Rgb = (u8, u8, u8);
+
+/// The seed's colours (matplotlib's tab10), in order.
+pub const PALETTE: [Rgb; 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+/// Primary blue.
+pub const BLUE: Rgb = PALETTE[0];
+/// Orange.
+pub const ORANGE: Rgb = PALETTE[1];
+/// Green.
+pub const GREEN: Rgb = PALETTE[2];
+/// Red.
+pub const RED: Rgb = PALETTE[3];
+/// Purple.
+pub const PURPLE: Rgb = PALETTE[4];
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Mean line over a min–max band.
+    Line,
+    /// Bars from zero (one per round while they fit, else per pixel column).
+    Bars,
+    /// A thin dashed line (expected values, references).
+    Dashed,
+}
+
+/// One series of a panel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Legend label.
+    pub label: String,
+    /// Colour.
+    pub color: Rgb,
+    /// The values.
+    pub buckets: Vec<Bucket>,
+    /// An explicit band: (lower series, upper series) — e.g. 10th and 90th percentiles.
+    pub band: Option<(Vec<Bucket>, Vec<Bucket>)>,
+    /// Drawing style.
+    pub style: Style,
+}
+
+impl Line {
+    /// A line of `buckets`.
+    pub fn new(label: impl Into<String>, color: Rgb, buckets: &[Bucket]) -> Self {
+        Self {
+            label: label.into(),
+            color,
+            buckets: buckets.to_vec(),
+            band: None,
+            style: Style::Line,
+        }
+    }
+
+    /// The same series drawn as `style`.
+    pub fn styled(mut self, style: Style) -> Self {
+        self.style = style;
+        self
+    }
+}
+
+/// Linear or logarithmic y axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Linear.
+    Linear,
+    /// Base-10 logarithmic (non-positive values are left out).
+    Log,
+}
+
+/// A horizontal reference line (a target).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// y value.
+    pub y: f64,
+    /// Legend label.
+    pub label: String,
+    /// Colour.
+    pub color: Rgb,
+}
+
+/// One panel of a figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// Title above the panel.
+    pub title: String,
+    /// x axis label.
+    pub x_label: String,
+    /// y axis label.
+    pub y_label: String,
+    /// y axis scale.
+    pub scale: Scale,
+    /// Fixed y range (before log); `None` = from the data.
+    pub y_range: Option<(f64, f64)>,
+    /// Fixed x range (raw x values, e.g. the run's first and last round); `None` = from the data.
+    pub x_range: Option<(f64, f64)>,
+    /// Whether the y axis starts at zero when autoscaled.
+    pub y_from_zero: bool,
+    /// Divide x values by this for display (e.g. 60 for minutes), after subtracting `x_origin`.
+    pub x_unit: f64,
+    /// Subtracted from x values (e.g. the first sample's Unix time).
+    pub x_origin: f64,
+    /// Series.
+    pub lines: Vec<Line>,
+    /// Horizontal reference lines.
+    pub references: Vec<Reference>,
+    /// Names for integer x positions (bars per client); empty = numeric axis.
+    pub categories: Vec<String>,
+    /// Shown instead of a plot when no series has a finite value.
+    pub empty_message: String,
+    /// Mark buckets holding non-finite values along the bottom edge.
+    pub mark_non_finite: bool,
+}
+
+impl Panel {
+    /// An empty panel with a title and axis labels.
+    pub fn new(title: impl Into<String>, x_label: impl Into<String>, y_label: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            scale: Scale::Linear,
+            y_range: None,
+            x_range: None,
+            y_from_zero: false,
+            x_unit: 1.0,
+            x_origin: 0.0,
+            lines: Vec::new(),
+            references: Vec::new(),
+            categories: Vec::new(),
+            empty_message: "no data reported".into(),
+            mark_non_finite: false,
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        self.lines
+            .iter()
+            .any(|l| l.buckets.iter().any(|b| b.count > 0 && self.usable(b.max)))
+            || (self.mark_non_finite
+                && self
+                    .lines
+                    .iter()
+                    .any(|l| l.buckets.iter().any(|b| b.non_finite > 0)))
+    }
+
+    fn usable(&self, v: f64) -> bool {
+        v.is_finite() && (self.scale == Scale::Linear || v > 0.0)
+    }
+
+    /// y as drawn: log10 on a log scale (None for non-positive values).
+    fn y(&self, v: f64) -> Option<f64> {
+        match self.scale {
+            Scale::Linear => v.is_finite().then_some(v),
+            Scale::Log => (v.is_finite() && v > 0.0).then(|| v.log10()),
+        }
+    }
+
+    fn x(&self, v: f64) -> f64 {
+        (v - self.x_origin) / self.x_unit
+    }
+}
+
+/// A titled 2×2 grid of panels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// File stem (`training_progress`).
+    pub name: &'static str,
+    /// Title over the grid.
+    pub title: String,
+    /// Panels, row by row.
+    pub panels: Vec<Panel>,
+}
+
+/// A figure could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to draw figure {figure}: {message}")]
+pub struct DrawError {
+    /// Figure name.
+    pub figure: String,
+    /// What the backend reported.
+    pub message: String,
+}
+
+/// Draws `figure` on `root`, which must already be cleared; sizes scale with the root's size
+/// (1.0 at 1500×1000 px, the seed's figure at 100 dpi).
+///
+/// # Errors
+/// What the backend reported.
+pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> Result<(), DrawError>
+where
+    DB::ErrorType: 'static,
+{
+    let fail = |e: &dyn std::fmt::Display| DrawError {
+        figure: figure.name.to_string(),
+        message: e.to_string(),
+    };
+    let (w, h) = root.dim_in_pixel();
+    let s = (f64::from(w) / 1500.0).min(f64::from(h) / 1000.0).max(0.2);
+    let title_font = ("sans-serif", 26.0 * s).into_font().color(&BLACK);
+    let body = root.titled(&figure.title, title_font).map_err(|e| fail(&e))?;
+    let areas = body.split_evenly((2, 2));
+    for (area, panel) in areas.iter().zip(&figure.panels) {
+        draw_panel(area, panel, s).map_err(|e| fail(&e))?;
+    }
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+fn px(v: f64) -> u32 {
+    v.round().max(1.0) as u32
+}
+
+/// Short tick labels: plain decimals with up to 4 significant digits, scientific when tiny or huge.
+pub fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if !(1e-3..1e5).contains(&a) {
+        let s = format!("{v:.1e}");
+        return s.replace(".0e", "e");
+    }
+    let decimals = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Range of the finite drawn values of a panel's series, bands and references.
+fn y_extent(panel: &Panel) -> Option<(f64, f64)> {
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    let mut see = |v: f64| {
+        if let Some(y) = panel.y(v) {
+            lo = lo.min(y);
+            hi = hi.max(y);
+        }
+    };
+    for line in &panel.lines {
+        for b in line.buckets.iter().filter(|b| b.count > 0) {
+            see(b.min);
+            see(b.max);
+        }
+        if let Some((lower, upper)) = &line.band {
+            lower.iter().filter(|b| b.count > 0).for_each(|b| see(b.min));
+            upper.iter().filter(|b| b.count > 0).for_each(|b| see(b.max));
+        }
+    }
+    for r in &panel.references {
+        see(r.y);
+    }
+    lo.is_finite().then_some((lo, hi))
+}
+
+fn ranges(panel: &Panel) -> ((f64, f64), (f64, f64)) {
+    let mut x0 = f64::INFINITY;
+    let mut x1 = f64::NEG_INFINITY;
+    for line in &panel.lines {
+        if let (Some(first), Some(last)) = (line.buckets.first(), line.buckets.last()) {
+            x0 = x0.min(panel.x(first.x_start));
+            x1 = x1.max(panel.x(last.x_end));
+        }
+    }
+    if let Some((a, b)) = panel.x_range {
+        x0 = panel.x(a);
+        x1 = panel.x(b);
+    }
+    if !panel.categories.is_empty() {
+        x0 = -0.6;
+        x1 = panel.categories.len() as f64 - 0.4;
+    } else if panel.lines.iter().any(|l| l.style == Style::Bars) {
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
+    if !x0.is_finite() || !x1.is_finite() {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if x1 - x0 < 1e-9 {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
+    let (mut y0, mut y1) = match panel.y_range {
+        Some((a, b)) => (panel.y(a).unwrap_or(0.0), panel.y(b).unwrap_or(1.0)),
+        None => {
+            let (lo, hi) = y_extent(panel).unwrap_or((0.0, 1.0));
+            let (lo, hi) = if panel.y_from_zero && panel.scale == Scale::Linear {
+                (lo.min(0.0), hi.max(0.0))
+            } else {
+                (lo, hi)
+            };
+            let pad = if hi - lo > 1e-12 * hi.abs().max(1e-300) {
+                (hi - lo) * 0.05
+            } else {
+                hi.abs().max(1.0) * 0.1
+            };
+            let lo = if panel.y_from_zero && lo == 0.0 {
+                0.0
+            } else {
+                lo - pad
+            };
+            (lo, hi + pad)
+        }
+    };
+    if y1 - y0 < 1e-12 {
+        (y0, y1) = (y0 - 0.5, y1 + 0.5);
+    }
+    ((x0, x1), (y0, y1))
+}
+
+/// One pixel column of a reduced series.
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    /// Pixel column index from the left edge of the plotting area.
+    index: i64,
+    x: f64,
+    x_lo: f64,
+    x_hi: f64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: u32,
+    non_finite: u32,
+}
+
+/// Reduces buckets to at most one column per pixel (`width` columns over `x0..x1`).
+fn columns(panel: &Panel, buckets: &[Bucket], (x0, x1): (f64, f64), width: u32) -> Vec<Column> {
+    let width = f64::from(width.max(1));
+    let scale = width / (x1 - x0);
+    let mut out: Vec<(i64, Column)> = Vec::with_capacity(buckets.len().min(width as usize * 2));
+    for b in buckets {
+        let xs = panel.x(b.x_start);
+        let xe = panel.x(b.x_end);
+        let xm = (xs + xe) / 2.0;
+        let (min, max) = match (panel.y(b.min), panel.y(b.max)) {
+            (Some(a), Some(c)) => (a, c),
+            (None, Some(c)) => (c, c),
+            _ => (f64::NAN, f64::NAN),
+        };
+        let mean = b.mean().and_then(|m| panel.y(m));
+        let count = if mean.is_some() && min.is_finite() {
+            b.count
+        } else {
+            0
+        };
+        let col = ((xm - x0) * scale).floor() as i64;
+        let sum = mean.map_or(0.0, |m| m * f64::from(b.count));
+        match out.last_mut() {
+            Some((c, last)) if *c == col => {
+                last.x_lo = last.x_lo.min(xs);
+                last.x_hi = last.x_hi.max(xe);
+                if count > 0 {
+                    last.min = if last.count > 0 { last.min.min(min) } else { min };
+                    last.max = if last.count > 0 { last.max.max(max) } else { max };
+                    last.sum += sum;
+                    last.count += count;
+                }
+                last.non_finite += b.non_finite;
+            }
+            _ => out.push((
+                col,
+                Column {
+                    index: col,
+                    x: xm,
+                    x_lo: xs,
+                    x_hi: xe,
+                    min,
+                    max,
+                    sum,
+                    count,
+                    non_finite: b.non_finite,
+                },
+            )),
+        }
+    }
+    out.into_iter()
+        .map(|(_, mut c)| {
+            if c.count > 0 && c.x_hi > c.x_lo {
+                c.x = (c.x_lo + c.x_hi) / 2.0;
+            }
+            c
+        })
+        .collect()
+}
+
+/// Liang–Barsky: the part of segment p→q inside the rectangle, if any.
+fn clip(
+    p: (f64, f64),
+    q: (f64, f64),
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+    let mut t0: f64 = 0.0;
+    let mut t1: f64 = 1.0;
+    for (pk, qk) in [(-dx, p.0 - x0), (dx, x1 - p.0), (-dy, p.1 - y0), (dy, y1 - p.1)] {
+        if pk == 0.0 {
+            if qk < 0.0 {
+                return None;
+            }
+        } else {
+            let r = qk / pk;
+            if pk < 0.0 {
+                t0 = t0.max(r);
+            } else {
+                t1 = t1.min(r);
+            }
+        }
+    }
+    (t0 <= t1).then_some(((p.0 + t0 * dx, p.1 + t0 * dy), (p.0 + t1 * dx, p.1 + t1 * dy)))
+}
+
+/// Splits a polyline with breaks (`None`) into runs clipped to the rectangle.
+fn clipped_paths(points: &[Option<(f64, f64)>], xr: (f64, f64), yr: (f64, f64)) -> Vec<Vec<(f64, f64)>> {
+    let mut paths: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut current: Vec<(f64, f64)> = Vec::new();
+    let inside = |p: (f64, f64)| p.0 >= xr.0 && p.0 <= xr.1 && p.1 >= yr.0 && p.1 <= yr.1;
+    let mut prev: Option<(f64, f64)> = None;
+    for point in points {
+        match (prev, *point) {
+            (_, None) => {
+                if current.len() > 1 {
+                    paths.push(std::mem::take(&mut current));
+                }
+                current.clear();
+                prev = None;
+            }
+            (None, Some(p)) => {
+                if inside(p) {
+                    current.push(p);
+                }
+                prev = Some(p);
+            }
+            (Some(a), Some(b)) => {
+                match clip(a, b, xr, yr) {
+                    Some((c, d)) => {
+                        if current.last() != Some(&c) {
+                            if current.len() > 1 {
+                                paths.push(std::mem::take(&mut current));
+                            }
+                            current.clear();
+                            current.push(c);
+                        }
+                        current.push(d);
+                        if d != b {
+                            paths.push(std::mem::take(&mut current));
+                        }
+                    }
+                    None => {
+                        if current.len() > 1 {
+                            paths.push(std::mem::take(&mut current));
+                        }
+                        current.clear();
+                    }
+                }
+                prev = Some(b);
+            }
+        }
+    }
+    if current.len() > 1 {
+        paths.push(current);
+    }
+    paths
+}
+
+fn rgb((r, g, b): Rgb) -> RGBColor {
+    RGBColor(r, g, b)
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    s: f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB::ErrorType: 'static,
+{
+    let ((x0, x1), (y0, y1)) = ranges(panel);
+    let label_font = ("sans-serif", 15.0 * s).into_font();
+    let tick_font = ("sans-serif", 13.0 * s).into_font();
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 19.0 * s).into_font())
+        .margin(px(14.0 * s))
+        .x_label_area_size(px(48.0 * s))
+        .y_label_area_size(px(78.0 * s))
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    let categories = &panel.categories;
+    // Values within a millionth of the axis span of zero are zero (not -6.8e-21).
+    let snap = |v: f64, span: f64| if v.abs() < span * 1e-6 { 0.0 } else { v };
+    let x_fmt = |v: &f64| -> String {
+        if categories.is_empty() {
+            tick(snap(*v, x1 - x0))
+        } else {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 {
+                categories.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+    };
+    let log = panel.scale == Scale::Log;
+    let y_fmt = |v: &f64| {
+        if log {
+            tick(10f64.powf(*v))
+        } else {
+            tick(snap(*v, y1 - y0))
+        }
+    };
+    // As many category names as fit side by side without overlapping.
+    let (area_w, _) = area.dim_in_pixel();
+    let longest = categories.iter().map(|c| c.chars().count()).max().unwrap_or(1) as f64;
+    let fit = ((f64::from(area_w) - 110.0 * s) / ((longest + 2.0) * 13.0 * s * 0.62))
+        .floor()
+        .max(1.0) as usize;
+    let x_labels = if categories.is_empty() {
+        8
+    } else {
+        categories.len().min(fit)
+    };
+    chart
+        .configure_mesh()
+        .x_desc(panel.x_label.as_str())
+        .y_desc(panel.y_label.as_str())
+        .x_labels(x_labels)
+        .y_labels(7)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .label_style(tick_font.clone())
+        .axis_desc_style(label_font)
+        .bold_line_style(RGBColor(200, 200, 200).stroke_width(px(s)))
+        .light_line_style(RGBColor(238, 238, 238).stroke_width(px(0.6 * s)))
+        .axis_style(BLACK.stroke_width(px(s)))
+        .draw()?;
+    let (width, _) = chart.plotting_area().dim_in_pixel();
+    let xr = (x0, x1);
+    let yr = (y0, y1);
+    if !panel.has_data() {
+        let msg_font = ("sans-serif", 17.0 * s)
+            .into_font()
+            .color(&RGBColor(110, 110, 110))
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        let center = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+        chart
+            .plotting_area()
+            .draw(&Text::new(panel.empty_message.clone(), center, msg_font))?;
+        return Ok(());
+    }
+    let column_width = (x1 - x0) / f64::from(width.max(1));
+    let clamp_y = |v: f64| v.clamp(y0, y1);
+    let mut non_finite_marked = false;
+    let mut legend = 0usize;
+    for line in &panel.lines {
+        let color = rgb(line.color);
+        let cols = columns(panel, &line.buckets, xr, width);
+        let shown_in_legend = legend < 10 && !line.label.is_empty();
+        match line.style {
+            Style::Bars => {
+                let per_round =
+                    line.buckets.iter().all(|b| b.points == 1) && cols.len() == line.buckets.len();
+                let base = if log { y0 } else { 0.0f64.clamp(y0, y1) };
+                let bars: Vec<Rectangle<(f64, f64)>> = cols
+                    .iter()
+                    .filter(|c| c.count > 0)
+                    .map(|c| {
+                        let half = if per_round {
+                            0.4
+                        } else {
+                            ((c.x_hi - c.x_lo) / 2.0).max(column_width / 2.0)
+                        };
+                        let left = (c.x - half).max(x0);
+                        let right = (c.x + half).min(x1);
+                        let top = clamp_y(c.sum / f64::from(c.count));
+                        Rectangle::new([(left, base), (right, top)], color.mix(0.7).filled())
+                    })
+                    .collect();
+                let anno = chart.draw_series(bars)?;
+                if shown_in_legend {
+                    legend += 1;
+                    let size = px(10.0 * s) as i32;
+                    anno.label(line.label.clone()).legend(move |(x, y)| {
+                        Rectangle::new(
+                            [(x, y - size / 2), (x + 2 * size, y + size / 2)],
+                            color.mix(0.7).filled(),
+                        )
+                    });
+                }
+            }
+            Style::Line | Style::Dashed => {
+                // The min–max band of downsampled buckets (or an explicit band).
+                let mut band: Vec<Rectangle<(f64, f64)>> = Vec::new();
+                // One rectangle per pixel column, edge to edge (overlaps would darken the band).
+                let column_span = |index: i64| {
+                    let left = x0 + index as f64 * column_width;
+                    (left.max(x0), (left + column_width).min(x1))
+                };
+                if let Some((lower, upper)) = &line.band {
+                    let hi: std::collections::HashMap<i64, Column> = columns(panel, upper, xr, width)
+                        .into_iter()
+                        .map(|c| (c.index, c))
+                        .collect();
+                    for l in columns(panel, lower, xr, width) {
+                        if let Some(h) = hi.get(&l.index).filter(|h| h.count > 0 && l.count > 0) {
+                            let (left, right) = column_span(l.index);
+                            band.push(Rectangle::new(
+                                [(left, clamp_y(l.min)), (right, clamp_y(h.max))],
+                                color.mix(0.2).filled(),
+                            ));
+                        }
+                    }
+                } else {
+                    for c in cols.iter().filter(|c| c.count > 0 && c.max > c.min) {
+                        let (left, right) = column_span(c.index);
+                        band.push(Rectangle::new(
+                            [(left, clamp_y(c.min)), (right, clamp_y(c.max))],
+                            color.mix(0.22).filled(),
+                        ));
+                    }
+                }
+                if !band.is_empty() {
+                    chart.draw_series(band)?;
+                }
+                let points: Vec<Option<(f64, f64)>> = cols
+                    .iter()
+                    .map(|c| (c.count > 0).then(|| (c.x, c.sum / f64::from(c.count))))
+                    .collect();
+                let paths = clipped_paths(&points, xr, yr);
+                let width_px = if line.style == Style::Dashed {
+                    px(1.6 * s)
+                } else {
+                    px(2.2 * s)
+                };
+                let style = color.stroke_width(width_px);
+                let anno = if line.style == Style::Dashed {
+                    let dash = px(8.0 * s);
+                    let gap = px(5.0 * s);
+                    chart.draw_series(
+                        paths
+                            .into_iter()
+                            .map(|p| DashedPathElement::new(p, dash, gap, style)),
+                    )?
+                } else {
+                    // Isolated points (a single round between gaps) get a dot.
+                    let dots: Vec<(f64, f64)> = points
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| {
+                            let alone = i.checked_sub(1).is_none_or(|j| points[j].is_none())
+                                && points.get(i + 1).is_none_or(|n| n.is_none());
+                            p.filter(|q| alone && q.0 >= x0 && q.0 <= x1 && q.1 >= y0 && q.1 <= y1)
+                        })
+                        .collect();
+                    if !dots.is_empty() {
+                        chart.draw_series(
+                            dots.into_iter()
+                                .map(|p| Circle::new(p, px(2.5 * s), color.filled())),
+                        )?;
+                    }
+                    chart.draw_series(paths.into_iter().map(|p| PathElement::new(p, style)))?
+                };
+                if shown_in_legend {
+                    legend += 1;
+                    let len = px(22.0 * s) as i32;
+                    anno.label(line.label.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + len, y)], style));
+                }
+            }
+        }
+        if panel.mark_non_finite {
+            let marks: Vec<Rectangle<(f64, f64)>> = cols
+                .iter()
+                .filter(|c| c.non_finite > 0)
+                .map(|c| {
+                    // At least three pixels wide, so a single NaN round shows.
+                    let left = (x0 + (c.index - 1) as f64 * column_width).max(x0);
+                    let right = (x0 + (c.index + 2) as f64 * column_width).min(x1);
+                    Rectangle::new([(left, y0), (right, y0 + (y1 - y0) * 0.03)], rgb(RED).filled())
+                })
+                .collect();
+            if !marks.is_empty() {
+                let anno = chart.draw_series(marks)?;
+                if !non_finite_marked {
+                    non_finite_marked = true;
+                    legend += 1;
+                    let size = px(10.0 * s) as i32;
+                    anno.label("non-finite (NaN/∞)").legend(move |(x, y)| {
+                        Rectangle::new(
+                            [(x, y - size / 3), (x + 2 * size, y + size / 3)],
+                            rgb(RED).filled(),
+                        )
+                    });
+                }
+            }
+        }
+    }
+    for r in &panel.references {
+        if let Some(y) = panel.y(r.y).filter(|y| *y >= y0 && *y <= y1) {
+            let style = rgb(r.color).stroke_width(px(1.6 * s));
+            let (dash, gap) = (px(10.0 * s), px(6.0 * s));
+            let anno = chart.draw_series(std::iter::once(DashedPathElement::new(
+                vec![(x0, y), (x1, y)],
+                dash,
+                gap,
+                style,
+            )))?;
+            legend += 1;
+            let len = px(22.0 * s) as i32;
+            anno.label(r.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + len, y)], style));
+        }
+    }
+    if legend > 0 {
+        chart
+            .configure_series_labels()
+            .label_font(tick_font)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .margin(px(6.0 * s))
+            .legend_area_size(px(28.0 * s))
+            .position(legend_corner(panel, (x0, x1), (y0, y1)))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// The corner of the plotting area whose quarter holds the fewest drawn points, so the legend
+/// hides as little data as possible (upper right on ties).
+fn legend_corner(panel: &Panel, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
+    let mut counts = [0usize; 4]; // upper right, upper left, lower right, lower left
+    for line in &panel.lines {
+        for b in line.buckets.iter().filter(|b| b.count > 0) {
+            let fx = (panel.x(b.x_mid()) - x0) / (x1 - x0);
+            for v in [b.min, b.max] {
+                let Some(y) = panel.y(v) else { continue };
+                let fy = (y - y0) / (y1 - y0);
+                let right = fx > 0.55;
+                let left = fx < 0.45;
+                if fy > 0.6 {
+                    counts[0] += usize::from(right);
+                    counts[1] += usize::from(left);
+                }
+                if fy < 0.4 {
+                    counts[2] += usize::from(right);
+                    counts[3] += usize::from(left);
+                }
+            }
+        }
+    }
+    match (0..4).min_by_key(|&i| (counts[i], i)).unwrap_or(0) {
+        1 => SeriesLabelPosition::UpperLeft,
+        2 => SeriesLabelPosition::LowerRight,
+        3 => SeriesLabelPosition::LowerLeft,
+        _ => SeriesLabelPosition::UpperRight,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_leaving_the_area_is_cut_at_its_edge() {
+        let cut = clip((0.0, 0.5), (2.0, 0.5), (0.0, 1.0), (0.0, 1.0));
+        assert_eq!(cut, Some(((0.0, 0.5), (1.0, 0.5))));
+        assert_eq!(clip((2.0, 2.0), (3.0, 3.0), (0.0, 1.0), (0.0, 1.0)), None);
+    }
+
+    #[test]
+    fn a_polyline_through_a_spike_is_split_into_inside_runs() {
+        let points = [
+            Some((0.0, 0.5)),
+            Some((1.0, 5.0)),
+            Some((2.0, 0.5)),
+            None,
+            Some((3.0, 0.5)),
+            Some((4.0, 0.6)),
+        ];
+        let paths = clipped_paths(&points, (0.0, 4.0), (0.0, 1.0));
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        assert!(paths.iter().flatten().all(|p| p.1 <= 1.0 && p.1 >= 0.0));
+    }
+
+    #[test]
+    fn ticks_are_short() {
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(1500.0), "1500");
+        assert_eq!(tick(0.000_23), "2.3e-4");
+        assert_eq!(tick(2_500_000.0), "2.5e6");
+        assert_eq!(tick(97.5), "97.5");
+    }
+}
