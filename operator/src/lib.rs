@@ -1,6 +1,11 @@
 //! flmon's operator: reconciles FLMonitors and AlertRules, injects the agent, analyses training.
 
 pub mod analysis;
+pub mod cli;
 pub mod controller;
+pub mod health;
+pub mod leader;
+pub mod metrics;
 pub mod render;
+pub mod run;
 pub mod webhook;

@@ -1,8 +1,38 @@
 //! FLMonitor and AlertRule reconcilers: validate → build → apply → status.
+//!
+//! - [`validate`], [`rules`]: checks the CRD schema cannot express, and AlertRule → PromQL;
+//! - [`build`]: the pure function from a monitor and its rules to the generated objects;
+//! - [`apply`]: server-side apply, deletes, and the Prometheus Operator probe;
+//! - [`status`]: conditions that change only on transitions, status written only on change;
+//! - [`monitor`], [`alertrule`]: the two reconcilers; [`run`] starts both.
 
+pub mod alertrule;
+pub mod apply;
 pub mod build;
+pub mod error;
+pub mod monitor;
 pub mod rules;
+pub mod status;
 pub mod validate;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flmon_crds::{AlertRule, FLMonitor, names};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::metrics::ControllerMetrics;
+use apply::PrometheusOperatorProbe;
+use build::{LABEL_MANAGED_BY, LABEL_MONITOR_NAMESPACE, MANAGED_BY};
+
+pub use error::Error;
 
 /// Operator settings the controller's decisions depend on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,4 +43,204 @@ pub struct Settings {
     pub dashboard_namespaces: Vec<String>,
     /// URL prefixes AlertRules may send notifications to; none when empty.
     pub notify_url_prefixes: Vec<String>,
+}
+
+/// How long an applied fingerprint is trusted before a reconcile applies again anyway.
+const APPLIED_TTL: Duration = Duration::from_secs(240);
+
+/// What each monitor's last successful apply wrote (a fingerprint), so that a reconcile with
+/// nothing new to write makes no API calls. Entries expire, and any change to a generated
+/// object drops its monitor's entry, so drift is repaired.
+#[derive(Debug, Default)]
+pub struct AppliedCache {
+    entries: Mutex<HashMap<(String, String), (u64, Instant)>>,
+}
+
+impl AppliedCache {
+    /// Whether `fingerprint` was applied for the monitor within the TTL.
+    pub fn is_fresh(&self, key: &(String, String), fingerprint: u64) -> bool {
+        self.entries.lock().is_ok_and(|e| {
+            e.get(key)
+                .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < APPLIED_TTL)
+        })
+    }
+
+    /// Records a successful apply.
+    pub fn remember(&self, key: (String, String), fingerprint: u64) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(key, (fingerprint, Instant::now()));
+        }
+    }
+
+    /// Forgets a monitor's entry (one of its objects changed).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(&(namespace.to_owned(), name.to_owned()));
+        }
+    }
+}
+
+/// What reconcilers share.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Operator settings.
+    pub settings: Settings,
+    /// The operator's metrics.
+    pub metrics: Arc<ControllerMetrics>,
+    /// Whether Prometheus Operator's CRDs are installed (cached).
+    pub prometheus_operator: PrometheusOperatorProbe,
+    /// Every AlertRule, kept current by the AlertRule controller's watch.
+    pub rules: Store<AlertRule>,
+    /// Fingerprints of what was applied last.
+    pub applied: AppliedCache,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tuning of the controllers.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+    /// How long the Prometheus Operator probe's answer is kept (also how soon a monitor waiting
+    /// for those CRDs is reconciled again).
+    pub probe_ttl: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            concurrency: 16,
+            probe_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The monitor a generated object belongs to, from its labels: `flmon.io/monitor`, and
+/// `flmon.io/monitor-namespace` for dashboards placed in another namespace.
+fn owner_of(
+    labels: &std::collections::BTreeMap<String, String>,
+    namespace: Option<String>,
+) -> Option<(String, String)> {
+    if labels.get(LABEL_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY) {
+        return None;
+    }
+    let name = labels.get(names::LABEL_MONITOR)?.clone();
+    let namespace = labels.get(LABEL_MONITOR_NAMESPACE).cloned().or(namespace)?;
+    Some((namespace, name))
+}
+
+/// Runs the AlertRule and FLMonitor controllers until `shutdown` completes.
+///
+/// The AlertRule controller starts first and its store fills before monitors are reconciled,
+/// so no PrometheusRule is ever written without the rules that exist.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<ControllerMetrics>,
+    tuning: Tuning,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let config = Config::default().concurrency(tuning.concurrency);
+    let rules_api: Api<AlertRule> = Api::all(client.clone());
+    let rule_controller =
+        Controller::new(rules_api.clone(), watcher::Config::default()).with_config(config.clone());
+    let rules = rule_controller.store();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        metrics,
+        prometheus_operator: PrometheusOperatorProbe::new(tuning.probe_ttl),
+        rules: rules.clone(),
+        applied: AppliedCache::default(),
+    });
+    let rule_task = rule_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(alertrule::reconcile, alertrule::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "AlertRule controller event");
+            }
+        });
+    let rule_task = tokio::spawn(rule_task);
+    tracing::debug!("waiting for the AlertRule watch to list the rules");
+    // The store's readiness future wakes only its last poller (the controller's own runner also
+    // waits on it), so poll it again now and then rather than wait for a wake-up that may not come.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), rules.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => {
+                tracing::error!("the AlertRule watch stopped before it listed the rules");
+                return;
+            }
+            Err(_elapsed) => {}
+        }
+    }
+
+    tracing::info!(
+        rules = rules.state().len(),
+        "AlertRules listed; starting the FLMonitor controller"
+    );
+    let monitors = Controller::new(Api::<FLMonitor>::all(client.clone()), watcher::Config::default())
+        .with_config(config);
+    let monitor_store = monitors.store();
+    let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let on_service = ctx.clone();
+    let on_configmap = ctx.clone();
+    let monitor_task = monitors
+        .watches(
+            Api::<Service>::all(client.clone()),
+            managed.clone(),
+            move |service: Service| {
+                let owner = owner_of(service.labels(), service.namespace());
+                if let Some((namespace, name)) = &owner {
+                    on_service.applied.forget(namespace, name);
+                }
+                owner.map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+            },
+        )
+        .watches(
+            Api::<ConfigMap>::all(client.clone()),
+            managed,
+            move |map: ConfigMap| {
+                let owner = owner_of(map.labels(), map.namespace());
+                if let Some((namespace, name)) = &owner {
+                    on_configmap.applied.forget(namespace, name);
+                }
+                owner.map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+            },
+        )
+        .watches(rules_api, watcher::Config::default(), {
+            let operator_namespace = ctx.settings.operator_namespace.clone();
+            move |rule: AlertRule| {
+                // Every monitor the rule may concern, whatever its selector says now: a selector
+                // that changed must also release the monitors it used to select.
+                let rule_namespace = rule.namespace().unwrap_or_default();
+                monitor_store
+                    .state()
+                    .into_iter()
+                    .filter(|m| {
+                        rule_namespace == operator_namespace || m.namespace() == Some(rule_namespace.clone())
+                    })
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(monitor::reconcile, monitor::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "FLMonitor controller event");
+            }
+        });
+    monitor_task.await;
+    let _ = rule_task.await;
 }

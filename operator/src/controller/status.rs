@@ -1,0 +1,186 @@
+//! Conditions and status writes: a condition's `lastTransitionTime` moves only when its status
+//! changes, and a status is written only when it differs from what the apiserver holds.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "flmon-operator";
+
+/// A condition as the controller computes it, before it is stamped with times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredCondition {
+    /// Condition type, e.g. `Ready`.
+    pub type_: &'static str,
+    /// True or False.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// A sentence for humans; keep it stable between reconciles (no times or counters that
+    /// change), or every reconcile becomes a write.
+    pub message: String,
+}
+
+impl DesiredCondition {
+    /// A condition.
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+fn status_str(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
+}
+
+/// Sets `desired` in `conditions`: reason, message and observed generation are updated, and
+/// `lastTransitionTime` becomes `now` only when the status changes (or the condition is new).
+/// Returns whether anything changed.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    desired: &DesiredCondition,
+    generation: Option<i64>,
+    now: &Time,
+) -> bool {
+    let status = status_str(desired.status);
+    match conditions.iter_mut().find(|c| c.type_ == desired.type_) {
+        Some(existing) => {
+            let before = existing.clone();
+            if existing.status != status {
+                existing.status = status.to_owned();
+                existing.last_transition_time = now.clone();
+            }
+            existing.reason = desired.reason.to_owned();
+            existing.message.clone_from(&desired.message);
+            existing.observed_generation = generation;
+            *existing != before
+        }
+        None => {
+            conditions.push(Condition {
+                type_: desired.type_.to_owned(),
+                status: status.to_owned(),
+                reason: desired.reason.to_owned(),
+                message: desired.message.clone(),
+                observed_generation: generation,
+                last_transition_time: now.clone(),
+            });
+            true
+        }
+    }
+}
+
+/// The current time as a Kubernetes timestamp, truncated to whole seconds as the apiserver stores it
+/// (so a value read back compares equal to the one written).
+pub fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+/// Writes `status` to the status subresource with a JSON merge patch guarded by the object's
+/// `resourceVersion`: if another writer changed the object since it was read, the apiserver
+/// answers 409 and nothing is overwritten; the caller retries with the fresh object.
+///
+/// # Errors
+/// The apiserver's error, e.g. 409 Conflict.
+pub async fn patch_status<K, S>(api: &Api<K>, object: &K, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = json!({
+        "metadata": { "resourceVersion": object.resource_version() },
+        "status": status,
+    });
+    api.patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(second).expect("valid time"))
+    }
+
+    #[test]
+    fn a_new_condition_is_added_with_the_current_time() {
+        let mut conditions = vec![];
+        let ready = DesiredCondition::new("Ready", true, "Reconciled", "ok");
+        assert!(set_condition(&mut conditions, &ready, Some(1), &at(10)));
+        assert_eq!(conditions[0].status, "True");
+        assert_eq!(conditions[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn setting_the_same_condition_again_changes_nothing() {
+        let mut conditions = vec![];
+        let ready = DesiredCondition::new("Ready", true, "Reconciled", "ok");
+        set_condition(&mut conditions, &ready, Some(1), &at(10));
+        assert!(!set_condition(&mut conditions, &ready, Some(1), &at(20)));
+        assert_eq!(conditions[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn the_transition_time_moves_only_when_the_status_changes() {
+        let mut conditions = vec![];
+        set_condition(
+            &mut conditions,
+            &DesiredCondition::new("Ready", true, "A", "a"),
+            Some(1),
+            &at(10),
+        );
+        assert!(set_condition(
+            &mut conditions,
+            &DesiredCondition::new("Ready", true, "B", "b"),
+            Some(2),
+            &at(20)
+        ));
+        assert_eq!(
+            conditions[0].last_transition_time,
+            at(10),
+            "same status: no transition"
+        );
+        assert_eq!(
+            (conditions[0].reason.as_str(), conditions[0].message.as_str()),
+            ("B", "b")
+        );
+        assert!(set_condition(
+            &mut conditions,
+            &DesiredCondition::new("Ready", false, "B", "b"),
+            Some(2),
+            &at(30)
+        ));
+        assert_eq!(conditions[0].last_transition_time, at(30));
+    }
+
+    #[test]
+    fn other_conditions_are_left_alone() {
+        let mut conditions = vec![];
+        set_condition(
+            &mut conditions,
+            &DesiredCondition::new("Converged", true, "X", "x"),
+            None,
+            &at(5),
+        );
+        set_condition(
+            &mut conditions,
+            &DesiredCondition::new("Ready", true, "A", "a"),
+            Some(1),
+            &at(10),
+        );
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[0].type_, "Converged");
+        assert_eq!(conditions[0].last_transition_time, at(5));
+    }
+}

@@ -1,0 +1,333 @@
+//! Wiring of `flmon-operator run` and `flmon-operator crd`: logging, start-up checks, the
+//! metrics and health endpoints, leader election, and the controllers on the leader.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{oneshot, watch};
+
+use crate::cli::{CrdArgs, LogFormat, RunArgs};
+use crate::controller::{self, Settings, Tuning};
+use crate::health::{self, Health};
+use crate::leader::{self, LeaderElector, LeaseConfig};
+use crate::metrics::{ControllerMetrics, Exposition};
+
+/// Why the operator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot configure a Kubernetes client: {0}")]
+    Client(kube::Error),
+    /// The apiserver could not be asked for the CRDs.
+    #[error("cannot check whether flmon's CRDs are installed: {}", crate::controller::error::describe(.0))]
+    CrdCheck(kube::Error),
+    /// One of flmon's CRDs is not installed or not established.
+    #[error(
+        "the CustomResourceDefinition {name} is {state}; install flmon's CRDs first with \
+         `kubectl apply --server-side -f manifests/crds.yaml` (helm install does it too)"
+    )]
+    CrdMissing {
+        /// Name of the CRD.
+        name: String,
+        /// `not installed` or `not established yet`.
+        state: &'static str,
+    },
+    /// An address could not be bound.
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// The logger could not be set up.
+    #[error("invalid log filter {filter:?}: {cause}")]
+    Logging {
+        /// The filter given.
+        filter: String,
+        /// What was wrong.
+        cause: String,
+    },
+    /// Writing the CRDs failed.
+    #[error("cannot write {path}: {cause}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// Serializing the CRDs failed.
+    #[error("cannot render the CRDs: {0}")]
+    Render(#[from] serde_yaml_ng::Error),
+}
+
+/// Sets up structured logging.
+///
+/// # Errors
+/// An invalid filter.
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), StartupError> {
+    let env_filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| StartupError::Logging {
+        filter: filter.to_owned(),
+        cause: e.to_string(),
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| StartupError::Logging {
+        filter: filter.to_owned(),
+        cause: e.to_string(),
+    })
+}
+
+/// `flmon-operator crd`: prints every CRD, or writes one file per CRD into `--out-dir`.
+///
+/// # Errors
+/// When a file cannot be written.
+pub fn crd(args: &CrdArgs) -> Result<(), StartupError> {
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|cause| StartupError::Write {
+            path: path.display().to_string(),
+            cause,
+        })
+    };
+    match &args.out_dir {
+        Some(dir) => {
+            for crd in flmon_crds::crds() {
+                write(
+                    &dir.join(flmon_crds::crd_file_name(&crd)),
+                    &flmon_crds::crd_yaml(&crd)?,
+                )?;
+            }
+            Ok(())
+        }
+        None => std::io::stdout()
+            .write_all(flmon_crds::all_crds_yaml()?.as_bytes())
+            .map_err(|cause| StartupError::Write {
+                path: "stdout".into(),
+                cause,
+            }),
+    }
+}
+
+/// Fails with a clear message unless every flmon CRD is installed and established.
+///
+/// # Errors
+/// [`StartupError::CrdMissing`] naming the CRD and how to install it.
+pub async fn check_crds(client: &Client) -> Result<(), StartupError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in flmon_crds::crds() {
+        let name = crd.name_any();
+        let installed = api.get_opt(&name).await.map_err(StartupError::CrdCheck)?;
+        let Some(installed) = installed else {
+            return Err(StartupError::CrdMissing {
+                name,
+                state: "not installed",
+            });
+        };
+        let established = installed
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if !established {
+            return Err(StartupError::CrdMissing {
+                name,
+                state: "not established yet",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A `Send + Sync` future that completes when `future` does (kube's graceful shutdown wants
+/// one; watch receivers' futures are not `Sync`).
+fn completion_of(
+    future: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + Sync {
+    let (done, finished) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        future.await;
+        let _ = done.send(());
+    });
+    async move {
+        let _ = finished.await;
+    }
+}
+
+/// Completes once `flag` is true (or its sender is gone).
+async fn until(mut flag: watch::Receiver<bool>, value: bool) {
+    let _ = flag.wait_for(|v| *v == value).await;
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `flmon-operator run` until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// A start-up check that failed.
+pub async fn run(args: RunArgs) -> Result<(), StartupError> {
+    let client = Client::try_default().await.map_err(StartupError::Client)?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        termination_signal().await;
+        tracing::info!("shutting down");
+        stop.send_replace(true);
+    });
+    run_with(client, &args, stopped).await
+}
+
+/// The operator with a given client, until `shutdown` turns true. Tests run replicas this way.
+///
+/// # Errors
+/// A start-up check that failed.
+pub async fn run_with(
+    client: Client,
+    args: &RunArgs,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), StartupError> {
+    let metrics = Arc::new(ControllerMetrics::default());
+    run_with_metrics(client, args, shutdown, metrics).await
+}
+
+/// As [`run_with`], recording into `metrics` (so a caller can read them).
+///
+/// # Errors
+/// A start-up check that failed.
+pub async fn run_with_metrics(
+    client: Client,
+    args: &RunArgs,
+    shutdown: watch::Receiver<bool>,
+    metrics: Arc<ControllerMetrics>,
+) -> Result<(), StartupError> {
+    let mut exposition = Exposition::default();
+    let rendered = metrics.clone();
+    exposition.add(Arc::new(move |out: &mut String| rendered.render(out)));
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = health::bind(args.metrics_addr)
+        .await
+        .map_err(|cause| StartupError::Bind {
+            addr: args.metrics_addr,
+            cause,
+        })?;
+    let health = Health {
+        exposition,
+        ready: ready.clone(),
+    };
+    let server = tokio::spawn(health::serve(listener, health, until(shutdown.clone(), true)));
+
+    check_crds(&client).await?;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        namespace = %args.namespace,
+        identity = %args.pod_name,
+        leader_election = args.leader_election,
+        "flmon operator started"
+    );
+
+    let nonempty = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let settings = Settings {
+        operator_namespace: args.namespace.clone(),
+        dashboard_namespaces: nonempty(&args.dashboard_namespaces),
+        notify_url_prefixes: nonempty(&args.notify_url_prefixes),
+    };
+    let tuning = Tuning {
+        concurrency: args.concurrency.max(1),
+        probe_ttl: args.prometheus_operator_recheck,
+    };
+
+    if args.leader_election {
+        let config = LeaseConfig {
+            lease_duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline,
+            retry_period: args.lease_retry_period,
+            ..LeaseConfig::new(&args.namespace, &args.lease_name, &args.pod_name)
+        };
+        let (leading_tx, leading) = watch::channel(false);
+        let election = tokio::spawn(leader::run(
+            LeaderElector::new(client.clone(), config),
+            leading_tx,
+            until(shutdown.clone(), true),
+        ));
+        loop {
+            tokio::select! {
+                () = until(leading.clone(), true) => {}
+                () = until(shutdown.clone(), true) => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            metrics.set_leader(true);
+            let term = {
+                let leading = leading.clone();
+                let shutdown = shutdown.clone();
+                completion_of(async move {
+                    tokio::select! {
+                        () = until(leading, false) => {}
+                        () = until(shutdown, true) => {}
+                    }
+                })
+            };
+            controller::run(
+                client.clone(),
+                settings.clone(),
+                metrics.clone(),
+                tuning.clone(),
+                term,
+            )
+            .await;
+            metrics.set_leader(false);
+        }
+        let _ = election.await;
+    } else {
+        metrics.set_leader(true);
+        controller::run(
+            client,
+            settings,
+            metrics,
+            tuning,
+            completion_of(until(shutdown, true)),
+        )
+        .await;
+    }
+    let _ = server.await;
+    Ok(())
+}
