@@ -118,6 +118,11 @@ impl ControllerMetrics {
         self.leader.store(leader, Ordering::Relaxed);
     }
 
+    /// Whether this replica leads (as last set).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
     /// Sets a monitor's current phase (exported one-hot, for alert rules' `activePhases`).
     pub fn set_phase(&self, namespace: &str, monitor: &str, phase: Phase) {
         lock(&self.phases).insert((namespace.to_owned(), monitor.to_owned()), phase);

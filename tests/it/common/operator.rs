@@ -35,11 +35,12 @@ pub fn run_args(namespace: &str, extra: &[&str]) -> RunArgs {
         namespace,
         "--metrics-addr",
         "127.0.0.1:0",
-        "--leader-election",
-        "false",
         "--prometheus-operator-recheck",
         "2s",
     ];
+    if !extra.contains(&"--leader-election") {
+        argv.extend_from_slice(&["--leader-election", "false"]);
+    }
     argv.extend_from_slice(extra);
     match Cli::parse_args(argv).expect("test arguments parse").command {
         Command::Run(args) => *args,
