@@ -9,7 +9,8 @@
 //! A partition without a committed offset has unknown lag (absent, counted); a committed offset
 //! below the log start counts from the log start; lag is never negative. The latency sampler and
 //! the events-topic reader use manual assignment and no group at all. librdkafka reconnects by
-//! itself, so after a broker restart the next sample succeeds again.
+//! itself, so after a broker restart the next sample succeeds again. (librdkafka's manual
+//! assignment still needs a `group.id`: [`UNJOINED_GROUP`], never joined nor committed to.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -34,6 +35,9 @@ use crate::training::Source;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest time spent waiting for fresh messages to time per sample.
 const LATENCY_WINDOW: Duration = Duration::from_millis(1000);
+
+/// `group.id` of the agent's manually assigned consumers (latency sampler, events reader).
+pub const UNJOINED_GROUP: &str = "flmon-agent-manual-assignment";
 
 /// Connection settings shared by the agent's Kafka clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +69,8 @@ impl KafkaSettings {
         })
     }
 
-    /// A consumer; `group` sets `group.id` (only ever used for OffsetFetch).
+    /// A consumer; `group` sets `group.id` (only ever used for OffsetFetch), else
+    /// [`UNJOINED_GROUP`] for manual assignment.
     fn consumer(&self, purpose: &str, group: Option<&str>) -> Result<BaseConsumer, String> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)
@@ -77,9 +82,9 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", "100")
             .set("reconnect.backoff.max.ms", "2000")
             .set("log_level", "3");
-        if let Some(group) = group {
-            c.set("group.id", group);
-        }
+        // librdkafka's assign() needs some group.id even for manual assignment; this one is never
+        // joined (no subscribe) and never committed to, so it never exists on the broker.
+        c.set("group.id", group.unwrap_or(UNJOINED_GROUP));
         if let Some(p) = &self.security_protocol {
             c.set("security.protocol", p);
         }
@@ -495,8 +500,10 @@ pub fn spawn_events_reader(
             let mut next_refresh = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 if Instant::now() >= next_refresh {
-                    // New partitions (and a topic created after the agent started) are picked up.
-                    next_refresh = Instant::now() + Duration::from_secs(30);
+                    // New partitions (and a topic created after the agent started) are picked up;
+                    // until the topic is readable (it may exist without a leader yet), soon.
+                    let pause = if assigned == 0 { 1 } else { 30 };
+                    next_refresh = Instant::now() + Duration::from_secs(pause);
                     if let Ok(md) = consumer.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
                         && let Some(t) = md.topics().iter().find(|t| t.name() == topic && t.error().is_none())
                         && t.partitions().len() != assigned
