@@ -1,5 +1,6 @@
 //! flmon's operator: reconciles FLMonitors and AlertRules, injects the agent, analyses training.
 
+pub mod alerts;
 pub mod analysis;
 pub mod cli;
 pub mod controller;
