@@ -274,7 +274,7 @@ async fn through_the_apiserver() {
     let scope = BTreeSet::from([injected.clone()]);
     apply_configuration(
         client.clone(),
-        &desired_configuration(&registration, &material.ca_bundle, &scope),
+        &desired_configuration(&registration, Some(&material.ca_bundle), &scope),
     )
     .await
     .expect("registered");

@@ -14,7 +14,7 @@ use flmon_operator::webhook::metrics::{AdmissionMetrics, Outcome};
 use flmon_operator::webhook::registration::{
     Registration, WebhookTarget, apply_configuration, desired_configuration,
 };
-use flmon_operator::webhook::run::{ServeConfig, serve_webhook};
+use flmon_operator::webhook::run::{CertificateSource, ServeConfig, serve_webhook};
 use flmon_operator::webhook::tls::{CertificateRequest, TlsMaterial, ensure_secret};
 use flmon_operator::webhook::{AgentDefaults, InjectionSettings, SkipReason};
 use flmon_tests::{Kube, repo_root};
@@ -114,8 +114,10 @@ impl Webhook {
         let metrics = Arc::new(AdmissionMetrics::default());
         let config = ServeConfig {
             namespace: ns.to_owned(),
-            secret_name: SECRET.to_owned(),
-            certificate: certificate(),
+            certificate: CertificateSource::SelfManaged {
+                secret_name: SECRET.to_owned(),
+                request: certificate(),
+            },
             agent: agent(),
             reporter: Reporter {
                 controller: "flmon-operator".to_owned(),
@@ -145,7 +147,7 @@ impl Webhook {
         };
         let desired = desired_configuration(
             &registration,
-            &material.ca_bundle,
+            Some(&material.ca_bundle),
             &BTreeSet::from([ns.to_owned()]),
         );
         apply_configuration(client.clone(), &desired)

@@ -86,12 +86,14 @@ pub fn namespace_selector(namespaces: &BTreeSet<String>) -> LabelSelector {
 }
 
 /// The configuration flmon wants: pod CREATE only, `failurePolicy: Ignore`, a short timeout,
-/// side effects (Events) only outside dry runs, scoped to `namespaces`.
+/// side effects (Events) only outside dry runs, scoped to `namespaces`. Without `ca_bundle`
+/// (cert-manager mode) the field is left to cert-manager's CA injector.
 pub fn desired_configuration(
     registration: &Registration,
-    ca_bundle: &str,
+    ca_bundle: Option<&str>,
     namespaces: &BTreeSet<String>,
 ) -> MutatingWebhookConfiguration {
+    let ca_bundle = ca_bundle.map(|pem| ByteString(pem.as_bytes().to_vec()));
     let client_config = match &registration.target {
         WebhookTarget::Service {
             namespace,
@@ -105,12 +107,12 @@ pub fn desired_configuration(
                 path: Some(MUTATE_PATH.to_owned()),
             }),
             url: None,
-            ca_bundle: Some(ByteString(ca_bundle.as_bytes().to_vec())),
+            ca_bundle,
         },
         WebhookTarget::Url(base) => WebhookClientConfig {
             service: None,
             url: Some(format!("{}{MUTATE_PATH}", base.trim_end_matches('/'))),
-            ca_bundle: Some(ByteString(ca_bundle.as_bytes().to_vec())),
+            ca_bundle,
         },
     };
     MutatingWebhookConfiguration {
@@ -190,7 +192,7 @@ mod tests {
     #[test]
     fn configuration_is_create_only_ignore_on_failure_with_a_short_timeout() {
         let namespaces = BTreeSet::from(["fl-team".to_owned()]);
-        let config = desired_configuration(&registration(), "PEM", &namespaces);
+        let config = desired_configuration(&registration(), Some("PEM"), &namespaces);
         let webhook = &config.webhooks.as_ref().expect("webhooks")[0];
         assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
         assert_eq!(webhook.timeout_seconds, Some(3));

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,22 +21,41 @@ use super::metrics::AdmissionMetrics;
 use super::registration::{Registration, apply_configuration, desired_configuration, scoped_namespaces};
 use super::server::{WebhookState, router, serve};
 use super::settings::AgentDefaults;
-use super::tls::{CertStore, CertificateRequest, TlsError, ensure_secret, keep_fresh};
+use super::tls::{CertStore, CertificateRequest, TlsError, ensure_secret, keep_files_fresh, keep_fresh};
 
 /// How often every replica re-reads the certificate Secret (and renews it when due).
 pub const CERTIFICATE_REFRESH: Duration = Duration::from_secs(300);
+/// How often every replica re-reads certificate files (cert-manager mode).
+pub const FILE_REFRESH: Duration = Duration::from_secs(30);
 /// How often the leader re-checks the configuration's caBundle and namespace scope.
 pub const REGISTRATION_REFRESH: Duration = Duration::from_secs(5);
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// The operator's own CA and certificate, kept in Secret `secret_name` of the operator's
+    /// namespace (created, renewed and rotated by [`ensure_secret`]).
+    SelfManaged {
+        /// Name of the Secret.
+        secret_name: String,
+        /// Names the serving certificate covers.
+        request: CertificateRequest,
+    },
+    /// `tls.crt`/`tls.key` in a folder (cert-manager's Secret, mounted); reloaded when they
+    /// change. cert-manager's CA injector fills the caBundle.
+    Files {
+        /// The folder.
+        dir: PathBuf,
+    },
+}
 
 /// Everything a replica needs to serve the webhook.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     /// The operator's namespace (holds the certificate Secret).
     pub namespace: String,
-    /// Name of the certificate Secret.
-    pub secret_name: String,
-    /// Names the serving certificate covers.
-    pub certificate: CertificateRequest,
+    /// Where the serving certificate comes from.
+    pub certificate: CertificateSource,
     /// The agent to inject.
     pub agent: AgentDefaults,
     /// Who reports the Events (controller name, replica).
@@ -64,11 +84,12 @@ pub fn watch_monitors(client: kube::Client) -> (Store<FLMonitor>, impl Future<Ou
     (reader, drive)
 }
 
-/// Serves the webhook on `listener` until `shutdown`: makes sure the certificate Secret exists,
-/// watches FLMonitors, keeps the certificate fresh, publishes Events. Every replica runs this.
+/// Serves the webhook on `listener` until `shutdown`: makes sure the certificate exists (the
+/// Secret, or cert-manager's files), watches FLMonitors, keeps the certificate fresh, publishes
+/// Events. Every replica runs this.
 ///
 /// # Errors
-/// [`TlsError`] when the certificate Secret cannot be read or created at start.
+/// [`TlsError`] when the certificate cannot be read or created at start.
 pub async fn serve_webhook(
     client: kube::Client,
     config: ServeConfig,
@@ -76,23 +97,28 @@ pub async fn serve_webhook(
     metrics: Arc<AdmissionMetrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TlsError> {
-    let material = ensure_secret(
-        client.clone(),
-        &config.namespace,
-        &config.secret_name,
-        &config.certificate,
-    )
-    .await?;
-    let store = CertStore::new(&material)?;
-    let tls = store.server_config()?;
-    let refresh = tokio::spawn(keep_fresh(
-        client.clone(),
-        config.namespace.clone(),
-        config.secret_name.clone(),
-        config.certificate.clone(),
-        store,
-        CERTIFICATE_REFRESH,
-    ));
+    let (tls, refresh) = match &config.certificate {
+        CertificateSource::SelfManaged { secret_name, request } => {
+            let material = ensure_secret(client.clone(), &config.namespace, secret_name, request).await?;
+            let store = CertStore::new(&material)?;
+            let tls = store.server_config()?;
+            let refresh = tokio::spawn(keep_fresh(
+                client.clone(),
+                config.namespace.clone(),
+                secret_name.clone(),
+                request.clone(),
+                store,
+                CERTIFICATE_REFRESH,
+            ));
+            (tls, refresh)
+        }
+        CertificateSource::Files { dir } => {
+            let store = CertStore::from_files(dir)?;
+            let tls = store.server_config()?;
+            let refresh = tokio::spawn(keep_files_fresh(dir.clone(), store, FILE_REFRESH));
+            (tls, refresh)
+        }
+    };
     let (monitors, drive) = watch_monitors(client.clone());
     let watch = tokio::spawn(drive);
     if monitors.wait_until_ready().await.is_err() {
@@ -110,6 +136,9 @@ pub async fn serve_webhook(
     Ok(())
 }
 
+/// What [`sync_registration`] applied: the caBundle (none in cert-manager mode) and the scope.
+pub type Applied = (Option<String>, BTreeSet<String>);
+
 /// Applies the configuration for the current caBundle and monitor namespaces, unless it equals
 /// `last` (what this replica applied before); returns what was applied.
 ///
@@ -118,26 +147,31 @@ pub async fn serve_webhook(
 pub async fn sync_registration(
     client: kube::Client,
     registration: &Registration,
-    secret_name: &str,
-    certificate: &CertificateRequest,
+    certificate: &CertificateSource,
     monitors: &Store<FLMonitor>,
-    last: Option<(String, BTreeSet<String>)>,
-) -> Result<(String, BTreeSet<String>), RegistrationError> {
-    let material = ensure_secret(
-        client.clone(),
-        &registration.operator_namespace,
-        secret_name,
-        certificate,
-    )
-    .await?;
+    last: Option<Applied>,
+) -> Result<Applied, RegistrationError> {
+    let ca_bundle = match certificate {
+        CertificateSource::SelfManaged { secret_name, request } => Some(
+            ensure_secret(
+                client.clone(),
+                &registration.operator_namespace,
+                secret_name,
+                request,
+            )
+            .await?
+            .ca_bundle,
+        ),
+        CertificateSource::Files { .. } => None,
+    };
     let state = monitors.state();
     let namespaces = scoped_namespaces(
         state.iter().filter_map(|m| m.metadata.namespace.as_deref()),
         &registration.operator_namespace,
     );
-    let current = (material.ca_bundle.clone(), namespaces);
+    let current = (ca_bundle, namespaces);
     if last.as_ref() != Some(&current) {
-        let desired = desired_configuration(registration, &current.0, &current.1);
+        let desired = desired_configuration(registration, current.0.as_deref(), &current.1);
         apply_configuration(client, &desired)
             .await
             .map_err(|source| RegistrationError::Apply {
@@ -157,8 +191,7 @@ pub async fn sync_registration(
 pub async fn keep_registration(
     client: kube::Client,
     registration: Registration,
-    secret_name: String,
-    certificate: CertificateRequest,
+    certificate: CertificateSource,
     monitors: Store<FLMonitor>,
 ) {
     let mut last = None;
@@ -166,7 +199,6 @@ pub async fn keep_registration(
         match sync_registration(
             client.clone(),
             &registration,
-            &secret_name,
             &certificate,
             &monitors,
             last.clone(),

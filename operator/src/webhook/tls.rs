@@ -8,6 +8,7 @@
 //! names are kept in annotations, so deciding on renewal needs no X.509 parser.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::ByteString;
@@ -79,6 +80,14 @@ pub enum TlsError {
     /// Other writers kept winning.
     #[error("Secret {0} kept changing under concurrent writers; giving up for now")]
     Contended(String),
+    /// A certificate file (mounted by cert-manager) could not be read.
+    #[error("failed to read {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// Names the serving certificate must be valid for.
@@ -395,16 +404,33 @@ impl TlsMaterial {
     /// # Errors
     /// [`TlsError::Rustls`] if the PEM does not hold a certificate and a matching key.
     pub fn certified_key(&self) -> Result<Arc<CertifiedKey>, TlsError> {
-        let chain = CertificateDer::pem_slice_iter(self.cert.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| rustls::Error::General(format!("tls.crt: {e}")))?;
-        if chain.is_empty() {
-            return Err(rustls::Error::General("tls.crt holds no certificate".to_owned()).into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(self.key.as_bytes())
-            .map_err(|e| rustls::Error::General(format!("tls.key: {e}")))?;
-        Ok(Arc::new(CertifiedKey::from_der(chain, key, &crypto_provider())?))
+        certified_key(&self.cert, &self.key)
     }
+}
+
+/// A certificate chain and key in PEM, loaded for rustls.
+fn certified_key(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| rustls::Error::General(format!("tls.crt: {e}")))?;
+    if chain.is_empty() {
+        return Err(rustls::Error::General("tls.crt holds no certificate".to_owned()).into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| rustls::Error::General(format!("tls.key: {e}")))?;
+    Ok(Arc::new(CertifiedKey::from_der(chain, key, &crypto_provider())?))
+}
+
+/// `tls.crt` and `tls.key` of `dir` (a Secret cert-manager keeps, mounted into the pod).
+fn read_files(dir: &Path) -> Result<(String, String), TlsError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| TlsError::File {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    Ok((read(KEY_CERT)?, read(KEY_KEY)?))
 }
 
 fn current_ca_pem(bundle: &str) -> Option<String> {
@@ -504,15 +530,29 @@ impl CertStore {
         }))
     }
 
+    /// A store serving `tls.crt`/`tls.key` of `dir` (cert-manager mode).
+    ///
+    /// # Errors
+    /// [`TlsError::File`] when a file is missing; as [`TlsMaterial::certified_key`] otherwise.
+    pub fn from_files(dir: &Path) -> Result<Arc<Self>, TlsError> {
+        let (cert, key) = read_files(dir)?;
+        Ok(Arc::new(Self {
+            current: RwLock::new(certified_key(&cert, &key)?),
+        }))
+    }
+
+    fn replace_key(&self, key: Arc<CertifiedKey>) {
+        if let Ok(mut current) = self.current.write() {
+            *current = key;
+        }
+    }
+
     /// Serves `material` from the next handshake on.
     ///
     /// # Errors
     /// As [`TlsMaterial::certified_key`]; the old certificate stays in use.
     pub fn replace(&self, material: &TlsMaterial) -> Result<(), TlsError> {
-        let key = material.certified_key()?;
-        if let Ok(mut current) = self.current.write() {
-            *current = key;
-        }
+        self.replace_key(material.certified_key()?);
         Ok(())
     }
 
@@ -560,6 +600,27 @@ pub async fn keep_fresh(
             Err(error) => tracing::warn!(%error, "failed to refresh the webhook certificate"),
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Keeps `store` serving the files of `dir` as cert-manager renews them; returns only on
+/// cancellation. A half-written or unreadable pair is logged and the previous one kept.
+pub async fn keep_files_fresh(dir: PathBuf, store: Arc<CertStore>, every: std::time::Duration) {
+    let mut last = read_files(&dir).ok();
+    loop {
+        tokio::time::sleep(every).await;
+        match read_files(&dir) {
+            Ok(pair) if last.as_ref() != Some(&pair) => match certified_key(&pair.0, &pair.1) {
+                Ok(key) => {
+                    store.replace_key(key);
+                    tracing::info!(dir = %dir.display(), "loaded the renewed webhook certificate");
+                    last = Some(pair);
+                }
+                Err(error) => tracing::warn!(%error, "keeping the previous serving certificate"),
+            },
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "keeping the previous serving certificate"),
+        }
     }
 }
 
@@ -623,6 +684,19 @@ mod tests {
             .expect("renew");
         assert_eq!(pruned.ca_bundle.matches("BEGIN CERTIFICATE").count(), 1);
         assert!(rotated.ca_bundle.starts_with(&pruned.ca_bundle));
+    }
+
+    #[test]
+    fn certificate_files_load_and_a_missing_one_is_named() {
+        let material = TlsMaterial::generate(&request(), Timestamp::now()).expect("generate");
+        let dir = std::env::temp_dir().join(format!("flmon-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("tls.crt"), &material.cert).expect("write");
+        let error = CertStore::from_files(&dir).expect_err("tls.key is missing");
+        assert!(error.to_string().contains("tls.key"), "{error}");
+        std::fs::write(dir.join("tls.key"), &material.key).expect("write");
+        assert!(CertStore::from_files(&dir).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
