@@ -81,6 +81,11 @@ impl KafkaSettings {
             .set("socket.timeout.ms", "10000")
             .set("fetch.wait.max.ms", "100")
             .set("reconnect.backoff.max.ms", "2000")
+            // The agent reads a message per partition per sample and small events: small fetch
+            // buffers keep its resident memory small (librdkafka's defaults prefetch 64 MiB).
+            .set("queued.max.messages.kbytes", "1024")
+            .set("fetch.max.bytes", "1048576")
+            .set("max.partition.fetch.bytes", "262144")
             .set("log_level", "3");
         // librdkafka's assign() needs some group.id even for manual assignment; this one is never
         // joined (no subscribe) and never committed to, so it never exists on the broker.
@@ -164,8 +169,8 @@ struct View {
 /// The Kafka collector.
 pub struct KafkaCollector {
     watch: KafkaWatch,
+    /// Metadata, watermarks, and the latency sampler's manual assignment.
     meta: BaseConsumer,
-    sampler: BaseConsumer,
     groups: Vec<(String, BaseConsumer)>,
     previous: Option<(f64, BTreeMap<String, i64>)>,
     previous_highs: BTreeMap<(String, i32), i64>,
@@ -185,7 +190,6 @@ impl KafkaCollector {
             .collect::<Result<_, String>>()?;
         Ok(KafkaCollector {
             meta: settings.consumer("metadata", None)?,
-            sampler: settings.consumer("latency", None)?,
             groups,
             watch,
             previous: None,
@@ -254,7 +258,7 @@ impl KafkaCollector {
         }
         self.previous_highs = view.partitions.iter().map(|(k, w)| (k.clone(), w.high)).collect();
         let mut out: BTreeMap<String, (f64, f64, u32)> = BTreeMap::new();
-        if tpl.count() == 0 || self.sampler.assign(&tpl).is_err() {
+        if tpl.count() == 0 || self.meta.assign(&tpl).is_err() {
             return BTreeMap::new();
         }
         let wanted = tpl.count();
@@ -265,7 +269,7 @@ impl KafkaCollector {
             if left.is_zero() {
                 break;
             }
-            let Some(Ok(msg)) = self.sampler.poll(left) else {
+            let Some(Ok(msg)) = self.meta.poll(left) else {
                 continue;
             };
             let arrived_ms = SystemTime::now()
@@ -284,7 +288,7 @@ impl KafkaCollector {
             e.1 += size;
             e.2 += 1;
         }
-        let _ = self.sampler.unassign();
+        let _ = self.meta.unassign();
         out.into_iter()
             .map(|(t, (lat, size, n))| (t, (lat, size / f64::from(n.max(1)))))
             .collect()
