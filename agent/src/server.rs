@@ -84,7 +84,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 fn switched_off(what: &str) -> Response {
-    let body = json!({"errors": [{"line": null, "field": null, "value": null, "expected": format!("the {what} collector to be switched on")}]});
+    let body = json!({"error": format!("the {what} collector is switched off (--collectors)")});
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
