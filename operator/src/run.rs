@@ -13,9 +13,13 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cli::{CrdArgs, LogFormat, RunArgs};
 use crate::controller::{self, Settings, Tuning};
+use crate::dashboard::{self, Dashboard, DashboardState, Forward};
 use crate::health::{self, Health};
 use crate::leader::{self, LeaderElector, LeaseConfig};
 use crate::metrics::{ControllerMetrics, Exposition};
+use crate::pipeline::stats::PipelineStats;
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::webhook::AgentDefaults;
 
 /// Why the operator could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,67 @@ pub fn crd(args: &CrdArgs) -> Result<(), StartupError> {
                 cause,
             }),
     }
+}
+
+/// The agent the webhook injects and the controller audits pods against: `--agent-image`, and
+/// this build's version (what `flmon.io/injected` says on pods it injected).
+pub fn agent_defaults(args: &RunArgs) -> AgentDefaults {
+    AgentDefaults {
+        image: args.agent_image.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// The training pipeline's settings from the command line.
+pub fn pipeline_settings(args: &RunArgs, controller: Settings) -> PipelineSettings {
+    PipelineSettings {
+        poll_interval: args.poll_interval.max(std::time::Duration::from_millis(100)),
+        agent_port: args.agent_port,
+        agent_timeout: args.agent_timeout,
+        report_dir: args.report_dir.clone(),
+        external_labels: args.alertmanager_external_labels.iter().cloned().collect(),
+        ..PipelineSettings::new(controller)
+    }
+}
+
+/// What the leader runs besides the controllers: the training pipeline and its outputs.
+#[derive(Clone)]
+struct Training {
+    settings: PipelineSettings,
+    stats: Arc<PipelineStats>,
+    dashboard: Arc<DashboardState>,
+}
+
+/// Runs the controllers and the training pipeline until `term` completes.
+async fn lead(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<ControllerMetrics>,
+    tuning: Tuning,
+    training: Training,
+    term: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let term = futures::future::FutureExt::shared(Box::pin(term));
+    let pipeline = match Pipeline::new(
+        client.clone(),
+        training.settings,
+        metrics.clone(),
+        training.stats,
+        training.dashboard,
+    ) {
+        Ok(pipeline) => Some(pipeline),
+        Err(error) => {
+            tracing::error!(%error, "the training pipeline cannot start; the controllers run without it");
+            None
+        }
+    };
+    let pipeline_term = term.clone();
+    let pipeline = async move {
+        if let Some(pipeline) = pipeline {
+            pipeline.run(pipeline_term).await;
+        }
+    };
+    tokio::join!(controller::run(client, settings, metrics, tuning, term), pipeline);
 }
 
 /// Fails with a clear message unless every flmon CRD is installed and established.
@@ -236,6 +301,9 @@ pub async fn run_with_metrics(
     let mut exposition = Exposition::default();
     let rendered = metrics.clone();
     exposition.add(Arc::new(move |out: &mut String| rendered.render(out)));
+    let stats = Arc::new(PipelineStats::default());
+    let rendered = stats.clone();
+    exposition.add(Arc::new(move |out: &mut String| rendered.render(out)));
     let ready = Arc::new(AtomicBool::new(false));
     let listener = health::bind(args.metrics_addr)
         .await
@@ -248,6 +316,31 @@ pub async fn run_with_metrics(
         ready: ready.clone(),
     };
     let server = tokio::spawn(health::serve(listener, health, until(shutdown.clone(), true)));
+    // Every replica serves the dashboard; followers forward to the leader.
+    let refresh = u32::try_from(args.poll_interval.as_secs().max(5)).unwrap_or(u32::MAX);
+    let dashboard_state = Arc::new(DashboardState::new(Some(refresh)));
+    let dashboard_listener = health::bind(args.dashboard_addr)
+        .await
+        .map_err(|cause| StartupError::Bind {
+            addr: args.dashboard_addr,
+            cause,
+        })?;
+    let dashboard = Dashboard {
+        state: dashboard_state.clone(),
+        metrics: metrics.clone(),
+        forward: args.leader_election.then(|| Forward {
+            client: client.clone(),
+            namespace: args.namespace.clone(),
+            lease: args.lease_name.clone(),
+            port: args.dashboard_addr.port(),
+        }),
+        http: dashboard::forwarding_client().unwrap_or_default(),
+    };
+    let dashboard_server = tokio::spawn(dashboard::serve(
+        dashboard_listener,
+        dashboard,
+        until(shutdown.clone(), true),
+    ));
 
     check_crds(&client).await?;
     ready.store(true, Ordering::Relaxed);
@@ -268,10 +361,16 @@ pub async fn run_with_metrics(
         operator_namespace: args.namespace.clone(),
         dashboard_namespaces: nonempty(&args.dashboard_namespaces),
         notify_url_prefixes: nonempty(&args.notify_url_prefixes),
+        agent_defaults: Some(agent_defaults(args)),
     };
     let tuning = Tuning {
         concurrency: args.concurrency.max(1),
         probe_ttl: args.prometheus_operator_recheck,
+    };
+    let training = Training {
+        settings: pipeline_settings(args, settings.clone()),
+        stats,
+        dashboard: dashboard_state,
     };
 
     if args.leader_election {
@@ -306,11 +405,12 @@ pub async fn run_with_metrics(
                     }
                 })
             };
-            controller::run(
+            lead(
                 client.clone(),
                 settings.clone(),
                 metrics.clone(),
                 tuning.clone(),
+                training.clone(),
                 term,
             )
             .await;
@@ -319,15 +419,17 @@ pub async fn run_with_metrics(
         let _ = election.await;
     } else {
         metrics.set_leader(true);
-        controller::run(
+        lead(
             client,
             settings,
             metrics,
             tuning,
+            training,
             completion_of(until(shutdown, true)),
         )
         .await;
     }
     let _ = server.await;
+    let _ = dashboard_server.await;
     Ok(())
 }

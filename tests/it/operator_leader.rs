@@ -47,7 +47,7 @@ async fn a_second_replica_waits_while_the_first_leads_and_takes_over_when_it_shu
     install_flmon_crds(kube, &client).await;
     let operator_namespace = kube.namespace("flmon-system").await;
     let first = replica(&operator_namespace, "replica-a");
-    eventually("replica-a to lead", Duration::from_secs(20), || async {
+    eventually("replica-a to lead", Duration::from_secs(45), || async {
         first.metrics.is_leader().then_some(())
     })
     .await;
@@ -84,7 +84,7 @@ async fn a_second_replica_waits_while_the_first_leads_and_takes_over_when_it_shu
     .await;
     let takeover = stopped.elapsed();
     assert!(takeover < Duration::from_secs(4), "takeover took {takeover:?}");
-    eventually("replica-b to reconcile", Duration::from_secs(20), || async {
+    eventually("replica-b to reconcile", Duration::from_secs(45), || async {
         (second.metrics.reconciles("FLMonitor", "success") > 0).then_some(())
     })
     .await;

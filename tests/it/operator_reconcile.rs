@@ -200,7 +200,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing_and_drift_is_repaired()
         .delete("flmon-idle", &DeleteParams::default())
         .await
         .expect("delete the Service");
-    eventually("the Service to be recreated", Duration::from_secs(20), || async {
+    eventually("the Service to be recreated", Duration::from_secs(45), || async {
         let service = services.get_opt("flmon-idle").await.ok()??;
         (service.uid() != service_uid).then_some(())
     })
@@ -254,7 +254,7 @@ async fn kubectl_get_flm_fills_every_column() {
         )
         .await
         .expect("spec patch");
-    let monitor = eventually("observedGeneration 2", Duration::from_secs(20), || async {
+    let monitor = eventually("observedGeneration 2", Duration::from_secs(45), || async {
         let m = monitors.get("cifar").await.ok()?;
         (m.status.as_ref()?.observed_generation == Some(2)).then_some(m)
     })
@@ -411,7 +411,7 @@ spec:
     )
     .await;
     let rules: Api<AlertRule> = Api::namespaced(client.clone(), &ns);
-    let invalid = eventually("low-accuracy Valid=False", Duration::from_secs(20), || async {
+    let invalid = eventually("low-accuracy Valid=False", Duration::from_secs(45), || async {
         let rule = rules.get("low-accuracy").await.ok()?;
         let valid = rule
             .status
@@ -439,7 +439,7 @@ spec:
         Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &promop("PrometheusRule"));
     let alerts = eventually(
         "the valid rule in the PrometheusRule",
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         || async {
             let alerts = rule_alerts(&prometheus_rules.get("flmon-speech").await.ok()?);
             alerts.contains(&"GpuSaturated".to_owned()).then_some(alerts)
@@ -468,7 +468,7 @@ spec:
         .expect("fix the rule");
     eventually(
         "the fixed rule in the PrometheusRule",
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         || async {
             let alerts = rule_alerts(&prometheus_rules.get("flmon-speech").await.ok()?);
             alerts.contains(&"LowAccuracy".to_owned()).then_some(())
@@ -509,7 +509,7 @@ async fn deleting_a_monitor_deletes_its_dashboard_in_another_namespace() {
         .delete("shared", &DeleteParams::default())
         .await
         .expect("delete the monitor");
-    eventually("the monitor to be gone", Duration::from_secs(20), || async {
+    eventually("the monitor to be gone", Duration::from_secs(45), || async {
         monitors.get_opt("shared").await.ok()?.is_none().then_some(())
     })
     .await;
@@ -543,7 +543,7 @@ async fn turning_parts_off_deletes_what_was_generated_for_them() {
         )
         .await
         .expect("turn off");
-    let monitor = eventually("generated objects dropped", Duration::from_secs(20), || async {
+    let monitor = eventually("generated objects dropped", Duration::from_secs(45), || async {
         let m = monitors.get("toggle").await.ok()?;
         let generated = m.status.as_ref()?.generated.clone()?;
         (generated.service_monitor.is_none() && generated.dashboard.is_none()).then_some(m)
@@ -570,4 +570,58 @@ async fn turning_parts_off_deletes_what_was_generated_for_them() {
         services.get_opt("flmon-toggle").await.expect("get").is_some(),
         "the Service stays"
     );
+}
+
+#[tokio::test]
+async fn pods_created_without_the_agent_are_reported_missing() {
+    let (client, ns) = setup("agents").await;
+    apply_yaml(&client, &ns, &monitor_yaml("missed", "")).await;
+    let monitors: Api<FLMonitor> = Api::namespaced(client.clone(), &ns);
+    let monitor = wait_condition(&monitors, "missed", "Ready", "True").await;
+    let none = condition(&monitor, "AgentsInjected").expect("AgentsInjected");
+    assert_eq!(
+        (none.status.as_str(), none.reason.as_str()),
+        ("True", "NoPods"),
+        "{}",
+        none.message
+    );
+
+    // No webhook serves this apiserver: the pods are created as if it had been down.
+    let pod = |name: &str, app: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\n\
+             spec: {{containers: [{{name: app, image: registry.example/fl:1}}]}}\n"
+        )
+    };
+    apply_yaml(&client, &ns, &pod("missed-client-1", "missed")).await;
+    apply_yaml(&client, &ns, &pod("missed-client-0", "missed")).await;
+    apply_yaml(&client, &ns, &pod("bystander", "other")).await;
+    let monitor = eventually("both pods counted", Duration::from_secs(45), || async {
+        let m = monitors.get("missed").await.ok()?;
+        (m.status.as_ref()?.pods.as_ref()?.selected == 2).then_some(m)
+    })
+    .await;
+    let status = monitor.status.clone().expect("status");
+    let pods = status.pods.expect("pod counts");
+    assert_eq!((pods.selected, pods.injected, pods.missing), (2, 0, 2));
+    assert_eq!(pods.missing_names, ["missed-client-0", "missed-client-1"]);
+    let missing = condition(&monitor, "AgentsInjected").expect("condition");
+    assert_eq!(missing.reason, "AgentsMissing");
+    assert!(missing.message.contains("missed-client-0"), "{}", missing.message);
+    assert_eq!(
+        condition(&monitor, "Ready").expect("Ready").status,
+        "True",
+        "Ready never depends on agents"
+    );
+
+    // A deleted pod leaves the count (without a kubelet it stays Terminating: deletion started).
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns)
+        .delete("missed-client-1", &DeleteParams::default())
+        .await
+        .expect("delete a pod");
+    eventually("one missing pod", Duration::from_secs(45), || async {
+        let m = monitors.get("missed").await.ok()?;
+        (m.status?.pods?.missing == 1).then_some(())
+    })
+    .await;
 }

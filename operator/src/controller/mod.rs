@@ -22,13 +22,15 @@ use std::time::{Duration, Instant};
 
 use flmon_crds::{AlertRule, FLMonitor, names};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use crate::metrics::ControllerMetrics;
+use crate::webhook::AgentDefaults;
 use apply::PrometheusOperatorProbe;
 use build::{LABEL_MANAGED_BY, LABEL_MONITOR_NAMESPACE, MANAGED_BY};
 
@@ -43,6 +45,9 @@ pub struct Settings {
     pub dashboard_namespaces: Vec<String>,
     /// URL prefixes AlertRules may send notifications to; none when empty.
     pub notify_url_prefixes: Vec<String>,
+    /// The agent the webhook injects; with it, the controller audits each monitor's pods
+    /// (AgentsInjected, `status.pods`, `status.outdatedAgents`). Without it, it does not.
+    pub agent_defaults: Option<AgentDefaults>,
 }
 
 /// How long an applied fingerprint is trusted before a reconcile applies again anyway.
@@ -80,6 +85,44 @@ impl AppliedCache {
     }
 }
 
+/// Live pods as the controller's pod watch last showed them (managed fields dropped). Kept by
+/// the watch's mapper rather than by a separate reflector, so that a reconcile triggered by a
+/// pod event always sees that event's pod.
+#[derive(Debug, Default)]
+pub struct PodCache {
+    pods: Mutex<HashMap<(String, String), Arc<Pod>>>,
+}
+
+impl PodCache {
+    /// Records a pod from a watch event; a pod being deleted is dropped. Returns it.
+    pub fn observe(&self, mut pod: Pod) -> Arc<Pod> {
+        pod.metadata.managed_fields = None;
+        let pod = Arc::new(pod);
+        let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+        if let Ok(mut pods) = self.pods.lock() {
+            if pod.metadata.deletion_timestamp.is_some() {
+                pods.remove(&key);
+            } else {
+                pods.insert(key, pod.clone());
+            }
+        }
+        pod
+    }
+
+    /// The cached pods of a namespace.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<Pod>> {
+        self.pods.lock().map_or_else(
+            |_| Vec::new(),
+            |pods| {
+                pods.iter()
+                    .filter(|((ns, _), _)| ns == namespace)
+                    .map(|(_, pod)| pod.clone())
+                    .collect()
+            },
+        )
+    }
+}
+
 /// What reconcilers share.
 pub struct Context {
     /// The API client.
@@ -92,6 +135,10 @@ pub struct Context {
     pub prometheus_operator: PrometheusOperatorProbe,
     /// Every AlertRule, kept current by the AlertRule controller's watch.
     pub rules: Store<AlertRule>,
+    /// Every FLMonitor, kept current by the FLMonitor controller's watch.
+    pub monitors: Store<FLMonitor>,
+    /// Pods as the pod watch last showed them, for the agent audit; `None` when not audited.
+    pub pods: Option<Arc<PodCache>>,
     /// Fingerprints of what was applied last.
     pub applied: AppliedCache,
 }
@@ -137,6 +184,23 @@ fn owner_of(
     Some((namespace, name))
 }
 
+/// Waits until a store has listed its objects; false if its writer went away first.
+///
+/// The store's readiness future wakes only its last poller (a controller's own runner also
+/// waits on it), so it is polled again now and then rather than awaited once.
+async fn wait_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(result) => return result.is_ok(),
+            Err(_elapsed) => {}
+        }
+    }
+}
+
 /// Runs the AlertRule and FLMonitor controllers until `shutdown` completes.
 ///
 /// The AlertRule controller starts first and its store fills before monitors are reconciled,
@@ -154,12 +218,21 @@ pub async fn run(
     let rule_controller =
         Controller::new(rules_api.clone(), watcher::Config::default()).with_config(config.clone());
     let rules = rule_controller.store();
+    let monitors = Controller::new(Api::<FLMonitor>::all(client.clone()), watcher::Config::default())
+        .with_config(config);
+    let monitor_store = monitors.store();
+    let pods = settings
+        .agent_defaults
+        .is_some()
+        .then(|| Arc::new(PodCache::default()));
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,
         metrics,
         prometheus_operator: PrometheusOperatorProbe::new(tuning.probe_ttl),
         rules: rules.clone(),
+        monitors: monitor_store.clone(),
+        pods: pods.clone(),
         applied: AppliedCache::default(),
     });
     let rule_task = rule_controller
@@ -172,29 +245,45 @@ pub async fn run(
         });
     let rule_task = tokio::spawn(rule_task);
     tracing::debug!("waiting for the AlertRule watch to list the rules");
-    // The store's readiness future wakes only its last poller (the controller's own runner also
-    // waits on it), so poll it again now and then rather than wait for a wake-up that may not come.
-    loop {
-        match tokio::time::timeout(Duration::from_millis(100), rules.wait_until_ready()).await {
-            Ok(Ok(())) => break,
-            Ok(Err(_)) => {
-                tracing::error!("the AlertRule watch stopped before it listed the rules");
-                return;
-            }
-            Err(_elapsed) => {}
-        }
+    if !wait_ready(&rules).await {
+        tracing::error!("a watch stopped before it listed its objects");
+        return;
     }
-
     tracing::info!(
         rules = rules.state().len(),
         "AlertRules listed; starting the FLMonitor controller"
     );
-    let monitors = Controller::new(Api::<FLMonitor>::all(client.clone()), watcher::Config::default())
-        .with_config(config);
-    let monitor_store = monitors.store();
     let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
     let on_service = ctx.clone();
     let on_configmap = ctx.clone();
+    let monitors = if let Some(pod_cache) = ctx.pods.clone() {
+        monitors.watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), {
+            let monitor_store = monitor_store.clone();
+            move |pod: Pod| {
+                // The cache is updated here, before the reconciles this event triggers run, so
+                // they audit with the pod as this event shows it.
+                let pod = pod_cache.observe(pod);
+                // The monitors that select the pod or that it names: their agent audit changes.
+                let inject = pod
+                    .annotations()
+                    .get(names::ANNOTATION_INJECT)
+                    .map(|v| v.trim().to_owned());
+                monitor_store
+                    .state()
+                    .into_iter()
+                    .filter(|m| m.namespace() == pod.namespace())
+                    .filter(|m| {
+                        inject.as_deref() == Some(m.name_any().as_str())
+                            || Selector::try_from(m.spec.selector.clone())
+                                .is_ok_and(|s| s.matches(pod.labels()))
+                    })
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+    } else {
+        monitors
+    };
     let monitor_task = monitors
         .watches(
             Api::<Service>::all(client.clone()),

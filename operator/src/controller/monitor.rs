@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flmon_crds::conditions::{self, reason};
-use flmon_crds::{AlertRule, FLMonitor, FLMonitorStatus, GeneratedObjects, Phase};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use flmon_crds::{AlertRule, FLMonitor, FLMonitorStatus, GeneratedObjects, Phase, names};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
@@ -23,6 +24,7 @@ use super::error::Error;
 use super::rules::{rule_applies, validate_rule};
 use super::status::{DesiredCondition, now, set_condition};
 use super::validate::validate_monitor;
+use crate::webhook::{AgentAudit, InjectionSettings, audit};
 
 /// Finalizer kept while a monitor's dashboard lives in another namespace.
 pub const FINALIZER: &str = "flmon.io/dashboard-cleanup";
@@ -81,6 +83,42 @@ pub fn applicable_rules<'a>(
     applicable
 }
 
+/// Audits the monitor's pods (those it selects or that name it in `flmon.io/inject`) from the
+/// pod cache, as the webhook would decide for them now. `None` when the operator does not audit.
+fn audit_agents(monitor: &FLMonitor, ctx: &Context) -> Option<AgentAudit> {
+    let defaults = ctx.settings.agent_defaults.as_ref()?;
+    let pods = ctx.pods.as_ref()?;
+    let namespace = monitor.namespace();
+    let name = monitor.name_any();
+    let selector = Selector::try_from(monitor.spec.selector.clone()).ok();
+    // Only this monitor's pods are cloned: the audit looks at no others.
+    let candidates: Vec<Pod> = pods
+        .in_namespace(namespace.as_deref().unwrap_or_default())
+        .iter()
+        .filter(|pod| {
+            let names_it = pod
+                .annotations()
+                .get(names::ANNOTATION_INJECT)
+                .is_some_and(|v| v.trim() == name);
+            names_it || selector.as_ref().is_some_and(|s| s.matches(pod.labels()))
+        })
+        .map(|pod| pod.as_ref().clone())
+        .collect();
+    let namespace_monitors: Vec<InjectionSettings> = ctx
+        .monitors
+        .state()
+        .iter()
+        .filter(|m| m.namespace() == namespace && m.meta().deletion_timestamp.is_none())
+        .map(|m| InjectionSettings::from(m.as_ref()))
+        .collect();
+    Some(audit(
+        &InjectionSettings::from(monitor),
+        &namespace_monitors,
+        &candidates,
+        defaults,
+    ))
+}
+
 /// `namespace/name` → (namespace, name).
 fn split_location(location: &str) -> Option<(&str, &str)> {
     location.split_once('/')
@@ -117,6 +155,19 @@ async fn reconcile_monitor(monitor: &FLMonitor, ctx: &Context) -> Result<Action,
         set_condition(&mut status.conditions, &ready, generation, &now);
         write_status(&api, monitor, &resource_version, &current, &status, ctx).await?;
         return Err(Error::Invalid(invalid));
+    }
+
+    if let Some(agents) = audit_agents(monitor, ctx) {
+        status.pods = Some(agents.pod_counts());
+        status.outdated_agents = Some(agents.outdated);
+        let injected = agents.condition();
+        let condition = DesiredCondition::new(
+            conditions::AGENTS_INJECTED,
+            injected.ok,
+            injected.reason,
+            injected.message,
+        );
+        set_condition(&mut status.conditions, &condition, generation, &now);
     }
 
     let rules = ctx.rules.state();
@@ -397,6 +448,12 @@ pub fn status_changes(current: &FLMonitorStatus, status: &FLMonitorStatus) -> Ma
     }
     if current.phase != status.phase {
         changes.insert("phase".into(), json!(status.phase));
+    }
+    if current.pods != status.pods {
+        changes.insert("pods".into(), json!(status.pods));
+    }
+    if current.outdated_agents != status.outdated_agents {
+        changes.insert("outdatedAgents".into(), json!(status.outdated_agents));
     }
     if current.generated != status.generated {
         let generated = status.generated.clone().unwrap_or_default();

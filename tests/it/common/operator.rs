@@ -37,6 +37,8 @@ pub fn run_args(namespace: &str, extra: &[&str]) -> RunArgs {
         "127.0.0.1:0",
         "--prometheus-operator-recheck",
         "2s",
+        "--dashboard-addr",
+        "127.0.0.1:0",
     ];
     if !extra.contains(&"--leader-election") {
         argv.extend_from_slice(&["--leader-election", "false"]);
@@ -206,7 +208,7 @@ pub fn condition<'a>(monitor: &'a FLMonitor, type_: &str) -> Option<&'a Conditio
 pub async fn wait_condition(api: &Api<FLMonitor>, name: &str, type_: &str, status: &str) -> FLMonitor {
     eventually(
         &format!("{name}: {type_}={status}"),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let monitor = api.get_opt(name).await.ok()??;
             (condition(&monitor, type_)?.status == status).then_some(monitor)

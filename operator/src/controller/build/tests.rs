@@ -37,6 +37,7 @@ fn settings() -> Settings {
         operator_namespace: "flmon-system".into(),
         dashboard_namespaces: vec!["monitoring".into()],
         notify_url_prefixes: vec![],
+        agent_defaults: None,
     }
 }
 
