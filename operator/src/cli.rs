@@ -113,6 +113,22 @@ pub struct RunArgs {
         default_value = "ghcr.io/flmon/flmon-agent:latest"
     )]
     pub agent_image: String,
+    /// How often the leader polls every monitor's agents (history, metrics) and updates status.
+    #[arg(long, env = "FLMON_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// The agents' metrics port, where the operator reads `/v1/history` and `/metrics`.
+    #[arg(long, env = "FLMON_AGENT_PORT", default_value_t = flmon_crds::names::METRICS_PORT)]
+    pub agent_port: u16,
+    /// Timeout of each request to an agent.
+    #[arg(long, env = "FLMON_AGENT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub agent_timeout: Duration,
+    /// Also write each monitor's plots, report and page into `<dir>/<namespace>/<name>/` when they change.
+    #[arg(long, env = "FLMON_REPORT_DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// Labels added to every alert sent to Alertmanager (`name=value`, comma-separated), e.g. the
+    /// external labels of the Prometheus evaluating the same rules, so Alertmanager deduplicates both.
+    #[arg(long, env = "FLMON_ALERTMANAGER_EXTERNAL_LABELS", value_delimiter = ',', num_args = 0.., value_parser = parse_label)]
+    pub alertmanager_external_labels: Vec<(String, String)>,
     /// Admission webhook settings.
     #[command(flatten)]
     pub webhook: WebhookArgs,
@@ -181,6 +197,24 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Parses a `name=value` label; the name must be a Prometheus label name.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("invalid label {text:?}: expected name=value"))?;
+    let name = name.trim();
+    let valid = name
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    if name.is_empty() || !valid {
+        return Err(format!(
+            "invalid label name {name:?}: expected letters, digits and underscores, not starting with a digit"
+        ));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +251,37 @@ mod tests {
         assert_eq!(args.lease_duration, Duration::from_secs(60));
         assert_eq!(args.dashboard_namespaces, ["monitoring", "grafana"]);
         assert!(args.notify_url_prefixes.is_empty());
+    }
+
+    #[test]
+    fn the_pipeline_flags_parse_with_their_defaults() {
+        let cli = Cli::try_parse_from([
+            "flmon-operator",
+            "run",
+            "--alertmanager-external-labels",
+            "cluster=prod,region=eu",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.poll_interval, Duration::from_secs(10));
+        assert_eq!(args.agent_port, 9477);
+        assert_eq!(args.report_dir, None);
+        assert_eq!(
+            args.alertmanager_external_labels,
+            [
+                ("cluster".to_owned(), "prod".to_owned()),
+                ("region".to_owned(), "eu".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_external_label_is_rejected_naming_it() {
+        let error = Cli::try_parse_from(["flmon-operator", "run", "--alertmanager-external-labels", "1x=y"])
+            .expect_err("bad name");
+        assert!(error.to_string().contains("invalid label name \"1x\""), "{error}");
     }
 
     #[test]

@@ -37,9 +37,10 @@ pub fn run_args(namespace: &str, extra: &[&str]) -> RunArgs {
         "127.0.0.1:0",
         "--prometheus-operator-recheck",
         "2s",
-        "--dashboard-addr",
-        "127.0.0.1:0",
     ];
+    if !extra.contains(&"--dashboard-addr") {
+        argv.extend_from_slice(&["--dashboard-addr", "127.0.0.1:0"]);
+    }
     if !extra.contains(&"--leader-election") {
         argv.extend_from_slice(&["--leader-election", "false"]);
     }
