@@ -389,3 +389,54 @@ async fn agents_histories_become_status_conditions_events_annotations_and_a_repo
         agent.stop().await.unwrap();
     }
 }
+
+/// The events of `rounds` rounds of one run, as the server posts them.
+fn server_rounds(run: &str, rounds: std::ops::RangeInclusive<u64>) -> Vec<serde_json::Value> {
+    rounds
+        .map(|round| json!({"type": "round_end", "run_id": run, "round": round, "global_loss": 1.0 / round as f64}))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_agent_is_read_again_from_the_start_and_a_gone_one_fails_fast() {
+    use flmon_operator::pipeline::agent::{http_client, read_history};
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client(Duration::from_secs(2)).unwrap();
+    let first = start_agent("127.0.0.1", port, "fl-server", "uid-1", "fl", "server").await;
+    post(&first, &server_rounds("a", 1..=30)).await;
+    let read = read_history(&http, &base, 0).await.unwrap();
+    let rounds: usize = read.documents.iter().map(|d| d.rounds.len()).sum();
+    assert_eq!(rounds, 30);
+    assert!(!read.restarted);
+    let cursor = read.next;
+    let again = read_history(&http, &base, cursor).await.unwrap();
+    assert_eq!(
+        again.documents.iter().map(|d| d.rounds.len()).sum::<usize>(),
+        0,
+        "nothing new"
+    );
+    assert_eq!(again.next, cursor);
+
+    // The agent's container restarts: its ring buffers and counter start over.
+    first.stop().await.unwrap();
+    let second = start_agent("127.0.0.1", port, "fl-server", "uid-1", "fl", "server").await;
+    post(&second, &server_rounds("b", 1..=2)).await;
+    let read = read_history(&http, &base, cursor).await.unwrap();
+    assert!(read.restarted);
+    let rounds: Vec<u64> = read
+        .documents
+        .iter()
+        .flat_map(|d| d.rounds.iter().map(|r| r.round))
+        .collect();
+    assert_eq!(rounds, [1, 2]);
+    assert!(read.next < cursor);
+    second.stop().await.unwrap();
+
+    // Nothing listens any more: an error naming the URL, quickly.
+    let started = std::time::Instant::now();
+    let error = read_history(&http, &base, 0).await.unwrap_err();
+    assert!(error.to_string().contains(&base), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -76,6 +76,13 @@ pub fn missed(since: u64, page: Page) -> u64 {
     page.oldest_seq.saturating_sub(since.max(1))
 }
 
+/// Polls to skip an agent after its `failures`-th failed read in a row: none after the first
+/// (it is tried again at the next poll), then 1, 3, 7 and at most 15 (2.5 min at 10 s polls), so
+/// agents that time out do not stretch every poll while one that comes back is soon read again.
+pub fn backoff_polls(failures: u32) -> u64 {
+    (1u64 << failures.saturating_sub(1).min(4)) - 1
+}
+
 /// One cursor per pod uid.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursors {
@@ -153,6 +160,13 @@ mod tests {
         assert_eq!(missed(0, page(900, 101, 10)), 100);
         assert_eq!(missed(150, page(900, 101, 10)), 0);
         assert_eq!(missed(0, page(3, 1, 2)), 0);
+    }
+
+    #[test]
+    fn a_failing_agent_is_skipped_for_more_polls_each_time_up_to_fifteen() {
+        let skips: Vec<u64> = (1..=7).map(backoff_polls).collect();
+        assert_eq!(skips, [0, 1, 3, 7, 15, 15, 15]);
+        assert_eq!(backoff_polls(u32::MAX), 15);
     }
 
     #[test]

@@ -120,6 +120,8 @@ struct MonitorState {
     /// Why the analysis cannot run (invalid `spec.analysis`), reported once per change.
     invalid: Option<String>,
     cursors: Cursors,
+    /// Agents whose reads failed, by pod uid: skipped for a while (see [`cursor::backoff_polls`]).
+    failing: HashMap<String, Failing>,
     /// Latest alert samples per pod name.
     samples: HashMap<String, Vec<Sample>>,
     /// Role and client id per pod name, from the agents' documents.
@@ -144,6 +146,7 @@ impl MonitorState {
             analyzer,
             invalid,
             cursors: Cursors::default(),
+            failing: HashMap::new(),
             samples: HashMap::new(),
             agents: HashMap::new(),
             reported: None,
@@ -152,6 +155,15 @@ impl MonitorState {
             last_view: None,
         }
     }
+}
+
+/// An agent whose history could not be read.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    /// Failed reads in a row.
+    failures: u32,
+    /// The poll at which it is tried again.
+    retry_at: u64,
 }
 
 /// One agent to read in this poll.
@@ -183,6 +195,8 @@ pub struct Pipeline {
     evaluator: Evaluator,
     monitors: HashMap<MonitorKey, MonitorState>,
     rules_seen: BTreeSet<MonitorKey>,
+    /// Polls started so far.
+    polls: u64,
 }
 
 impl Pipeline {
@@ -219,6 +233,7 @@ impl Pipeline {
             evaluator: Evaluator::new(),
             monitors: HashMap::new(),
             rules_seen: BTreeSet::new(),
+            polls: 0,
         })
     }
 
@@ -294,8 +309,15 @@ impl Pipeline {
             .collect();
         self.forget_gone(&live, &rules, now);
 
-        let all_pods = pods.state();
+        self.polls += 1;
+        let mut pods_of: HashMap<MonitorKey, Vec<Arc<Pod>>> = HashMap::new();
+        for pod in pods.state() {
+            if let (Some(namespace), Some(monitor)) = (pod.namespace(), pod.labels().get(LABEL_MONITOR)) {
+                pods_of.entry((namespace, monitor.clone())).or_default().push(pod);
+            }
+        }
         let mut jobs = Vec::new();
+        let mut skipped = 0;
         let mut presence: HashMap<MonitorKey, (Pods, Vec<Arc<Pod>>)> = HashMap::new();
         for monitor in &live {
             let key = (monitor.namespace().unwrap_or_default(), monitor.name_any());
@@ -308,7 +330,7 @@ impl Pipeline {
                 // A recreated monitor or changed analysis settings: analyse from the start.
                 *state = MonitorState::new(monitor);
             }
-            let (counts, running) = monitor_pods(&all_pods, &key);
+            let (counts, running) = monitor_pods(pods_of.get(&key).map_or(&[], Vec::as_slice));
             if state.analyzer.is_some() {
                 for pod in &running {
                     let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) else {
@@ -320,6 +342,11 @@ impl Pipeline {
                         ip.to_owned()
                     };
                     let uid = pod.uid().unwrap_or_default();
+                    if state.failing.get(&uid).is_some_and(|f| self.polls < f.retry_at) {
+                        // Failing agents are tried less often, so timeouts do not stretch every poll.
+                        skipped += 1;
+                        continue;
+                    }
                     jobs.push(Job {
                         monitor: key.clone(),
                         pod: pod.name_any(),
@@ -338,7 +365,7 @@ impl Pipeline {
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
-        let unreachable = reads.iter().filter(|r| r.history.is_err()).count();
+        let unreachable = reads.iter().filter(|r| r.history.is_err()).count() + skipped;
         self.stats.set_unreachable(unreachable as u64);
         let mut by_monitor: HashMap<MonitorKey, Vec<Read>> = HashMap::new();
         for read in reads {
@@ -398,6 +425,7 @@ impl Pipeline {
         now: SystemTime,
     ) {
         let (namespace, name) = key;
+        let polls = self.polls;
         let Some(state) = self.monitors.get_mut(key) else {
             return;
         };
@@ -429,6 +457,7 @@ impl Pipeline {
                         tracing::warn!(pod = %format!("{namespace}/{}", job.pod), missed = read.missed, "history records were evicted before they were read");
                     }
                     state.cursors.set(&job.uid, read.next);
+                    state.failing.remove(&job.uid);
                     if let Some(doc) = read.documents.last() {
                         state.agents.insert(
                             job.pod.clone(),
@@ -439,7 +468,18 @@ impl Pipeline {
                 }
                 Err(error) => {
                     self.stats.request(Request::History, false);
-                    tracing::warn!(pod = %format!("{namespace}/{}", job.pod), %error, "cannot read the agent's history");
+                    let failing = state.failing.entry(job.uid.clone()).or_insert(Failing {
+                        failures: 0,
+                        retry_at: 0,
+                    });
+                    failing.failures += 1;
+                    failing.retry_at = polls + 1 + cursor::backoff_polls(failing.failures);
+                    tracing::warn!(
+                        pod = %format!("{namespace}/{}", job.pod),
+                        failures = failing.failures,
+                        %error,
+                        "cannot read the agent's history"
+                    );
                 }
             }
             match samples {
@@ -457,6 +497,7 @@ impl Pipeline {
         let live_uids: BTreeSet<String> = running.iter().filter_map(|p| p.uid()).collect();
         let live_names: BTreeSet<String> = running.iter().map(|p| p.name_any()).collect();
         state.cursors.retain(|uid| live_uids.contains(uid));
+        state.failing.retain(|uid, _| live_uids.contains(uid));
         state.samples.retain(|pod, _| live_names.contains(pod));
         state.agents.retain(|pod, _| live_names.contains(pod));
         let records: usize = documents.iter().map(|d| Page::of(d).records).sum();
@@ -732,15 +773,12 @@ fn alert_views(evaluation: &Evaluation) -> Vec<AlertView> {
         .collect()
 }
 
-/// The monitor's pods: counts, and those Running with a pod IP.
-fn monitor_pods(pods: &[Arc<Pod>], (namespace, name): &MonitorKey) -> (Pods, Vec<Arc<Pod>>) {
+/// A monitor's pods (those labelled with its name): counts, and those Running with a pod IP.
+fn monitor_pods(pods: &[Arc<Pod>]) -> (Pods, Vec<Arc<Pod>>) {
     let mut counts = Pods::default();
     let mut running = Vec::new();
     for pod in pods {
-        if pod.namespace().as_deref() != Some(namespace.as_str())
-            || pod.labels().get(LABEL_MONITOR) != Some(name)
-            || pod.meta().deletion_timestamp.is_some()
-        {
+        if pod.meta().deletion_timestamp.is_some() {
             continue;
         }
         counts.selected += 1;
