@@ -440,3 +440,62 @@ async fn a_restarted_agent_is_read_again_from_the_start_and_a_gone_one_fails_fas
     assert!(error.to_string().contains(&base), "{error}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_forwards_dashboard_requests_to_the_leader_or_says_why_it_cannot() {
+    let kube = Kube::shared();
+    let client = kube.client().await;
+    install_flmon_crds(kube, &client).await;
+    let operator_namespace = kube.namespace("flmon-system").await;
+    let port = free_port();
+    let replica = |identity: &str, ip: &str| {
+        let addr = format!("{ip}:{port}");
+        let args = run_args(
+            &operator_namespace,
+            &[
+                "--leader-election",
+                "true",
+                "--pod-name",
+                identity,
+                "--lease-duration",
+                "4s",
+                "--lease-renew-deadline",
+                "3s",
+                "--lease-retry-period",
+                "500ms",
+                "--dashboard-addr",
+                &addr,
+            ],
+        );
+        Operator::start(kube, args)
+    };
+    let leader = replica("replica-a", "127.0.0.1");
+    eventually("replica-a to lead", Duration::from_secs(45), || async {
+        leader.metrics.is_leader().then_some(())
+    })
+    .await;
+    let follower = replica("replica-b", "127.0.0.2").assert_started(Duration::from_millis(500));
+
+    // Playing the kubelet for the leader's pod: it runs at 127.0.0.1, where its dashboard listens.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &operator_namespace);
+    pods.create(&PostParams::default(), &pod("replica-a", "operator"))
+        .await
+        .unwrap();
+    mark_running(&pods, "replica-a", "127.0.0.1").await;
+
+    let (code, body) = get_text(&format!("http://127.0.0.2:{port}/")).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("federated-learning monitors"), "{body}");
+    assert!(!follower.metrics.is_leader());
+
+    // Without the leader's pod the follower cannot reach it, and says so.
+    pods.delete("replica-a", &Default::default()).await.unwrap();
+    let body = eventually("a 503 from the follower", Duration::from_secs(30), || async {
+        let (code, body) = get_text(&format!("http://127.0.0.2:{port}/")).await;
+        (code == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("the leader is replica-a"), "{body}");
+    follower.stop().unwrap();
+    leader.stop().unwrap();
+}
