@@ -490,19 +490,16 @@ impl Run {
         let primary = self.primary(config);
         let latest = self.latest_round();
         let rwi = primary.rounds_without_improvement(latest);
-        let targets = [
-            (config.target_loss, &self.loss),
-            (config.target_accuracy, &self.accuracy),
-        ];
-        let configured: Vec<_> = targets.iter().filter(|(t, _)| t.is_some()).collect();
-        let reached: Option<u64> = if configured.is_empty() {
-            None
-        } else {
-            configured
-                .iter()
-                .map(|(_, tracker)| tracker.target_reached_round())
-                .collect::<Option<Vec<u64>>>()
-                .and_then(|rounds| rounds.into_iter().max())
+        // Every configured target reached: the round of the last one to be reached.
+        let reached = match (config.target_loss, config.target_accuracy) {
+            (None, None) => None,
+            (Some(_), None) => self.loss.target_reached_round(),
+            (None, Some(_)) => self.accuracy.target_reached_round(),
+            (Some(_), Some(_)) => self
+                .loss
+                .target_reached_round()
+                .zip(self.accuracy.target_reached_round())
+                .map(|(a, b)| a.max(b)),
         };
         let chance = self.chance(config);
         let diverged = if self.loss.last_is_non_finite() {
@@ -513,7 +510,6 @@ impl Run {
             None
         };
         let stalled = primary.finite_count() > 0 && rwi > config.stall_rounds;
-        let plateaued = primary.plateaued(config.plateau_threshold);
         let state = if diverged.is_some() {
             State::Diverged
         } else if reached.is_some() {
@@ -522,7 +518,7 @@ impl Run {
             State::Stalled
         } else if !primary.warmed_up() {
             State::WarmingUp
-        } else if plateaued {
+        } else if primary.plateaued(config.plateau_threshold) {
             State::Plateaued
         } else {
             State::Improving

@@ -111,6 +111,7 @@ impl Tracker {
     }
 
     /// Whether `a` is better than `b` by more than `delta` (an absolute amount).
+    #[inline]
     fn better_by(&self, a: f64, b: f64, delta: f64) -> bool {
         match self.metric {
             Metric::Loss => b - a > delta,
@@ -127,6 +128,7 @@ impl Tracker {
     }
 
     /// Adds the metric's value of `round`; returns whether it was an improvement.
+    #[inline]
     pub fn push(&mut self, round: u64, value: f64, min_delta: f64, target: Option<f64>) -> bool {
         self.last_arrived = Some((round, value));
         if !value.is_finite() {
@@ -165,6 +167,7 @@ impl Tracker {
     }
 
     /// Finite values seen.
+    #[inline]
     pub fn finite_count(&self) -> u64 {
         self.finite
     }
@@ -175,6 +178,7 @@ impl Tracker {
     }
 
     /// Whether any value, finite or not, arrived.
+    #[inline]
     pub fn any_arrived(&self) -> bool {
         self.last_arrived.is_some()
     }
@@ -185,6 +189,7 @@ impl Tracker {
     }
 
     /// First finite value and its round.
+    #[inline]
     pub fn first(&self) -> Option<(u64, f64)> {
         self.first
     }
@@ -195,6 +200,7 @@ impl Tracker {
     }
 
     /// Whether the last value that arrived is non-finite.
+    #[inline]
     pub fn last_is_non_finite(&self) -> bool {
         self.last_arrived.is_some_and(|(_, v)| !v.is_finite())
     }
@@ -205,6 +211,7 @@ impl Tracker {
     }
 
     /// Round at which the best-so-far first crossed the target.
+    #[inline]
     pub fn target_reached_round(&self) -> Option<u64> {
         self.target_reached_round
     }
@@ -215,17 +222,20 @@ impl Tracker {
     }
 
     /// `latest_round − round of the last improvement` (0 before any value).
+    #[inline]
     pub fn rounds_without_improvement(&self, latest_round: u64) -> u64 {
         self.last_improvement_round
             .map_or(0, |r| latest_round.saturating_sub(r))
     }
 
     /// Whether the window is full.
+    #[inline]
     pub fn warmed_up(&self) -> bool {
         self.window.is_full()
     }
 
     /// Improvement per round over the window (positive = better); `None` below two values.
+    #[inline]
     pub fn rate(&self) -> Option<f64> {
         let (r0, first) = self.window.first()?;
         let (r1, last) = self.window.last()?;
@@ -245,11 +255,13 @@ impl Tracker {
     }
 
     /// Mean of the window.
+    #[inline]
     pub fn window_mean(&self) -> Option<f64> {
         self.window.mean()
     }
 
     /// Whether `|rate| / |mean(window)| < threshold`.
+    #[inline]
     pub fn plateaued(&self, threshold: f64) -> bool {
         match (self.rate(), self.window_mean()) {
             (Some(rate), Some(mean)) if mean != 0.0 => (rate / mean).abs() < threshold,
@@ -275,6 +287,7 @@ impl Tracker {
     }
 
     /// Whether accuracy collapsed to `chance` after having been well above it (see module docs).
+    #[inline]
     pub fn collapsed_to(&self, chance: f64) -> bool {
         let (Some((_, best)), Some((_, last))) = (self.best, self.last_finite) else {
             return false;
@@ -283,9 +296,9 @@ impl Tracker {
         well_above && last <= chance + COLLAPSE_FRACTION * (best - chance)
     }
 
-    /// Heap bytes held (the window).
+    /// Heap bytes held (none: the window is a fixed ring).
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<(u64, f64)>() * self.window.len()
+        0
     }
 }
 

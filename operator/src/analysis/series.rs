@@ -49,6 +49,7 @@ impl Bucket {
         b
     }
 
+    #[inline]
     fn add(&mut self, x: f64, v: f64) {
         self.x_end = x;
         self.points += 1;
@@ -116,6 +117,7 @@ impl Series {
 
     /// Appends a point; non-finite values are counted in their bucket, not averaged.
     /// Points are expected in increasing x.
+    #[inline]
     pub fn push(&mut self, x: f64, value: f64) {
         self.total += 1;
         if let Some(last) = self.buckets.last_mut()
@@ -124,6 +126,12 @@ impl Series {
             last.add(x, value);
             return;
         }
+        self.push_bucket(x, value);
+    }
+
+    /// Starts a bucket, halving the series first when it is full.
+    #[inline(never)]
+    fn push_bucket(&mut self, x: f64, value: f64) {
         if self.buckets.len() == self.capacity {
             self.halve();
         }

@@ -85,71 +85,97 @@ impl Regression {
     }
 }
 
-/// The latest `capacity` (round, value) pairs, oldest first.
+/// The latest `capacity` (≤ 64) (round, value) pairs, oldest first, in a fixed ring (no heap).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
-    items: std::collections::VecDeque<(u64, f64)>,
+    rounds: [u64; 64],
+    values: [f64; 64],
+    /// Index of the oldest item.
+    head: usize,
+    len: usize,
     capacity: usize,
 }
 
 impl Window {
-    /// An empty window of `capacity` ≥ 1 values.
+    /// An empty window of `capacity` values (clamped to 1–64).
     pub fn new(capacity: usize) -> Self {
         Self {
-            items: std::collections::VecDeque::with_capacity(capacity.max(1)),
-            capacity: capacity.max(1),
+            rounds: [0; 64],
+            values: [0.0; 64],
+            head: 0,
+            len: 0,
+            capacity: capacity.clamp(1, 64),
         }
     }
 
     /// Adds a value, dropping the oldest when full.
+    #[inline]
     pub fn push(&mut self, round: u64, value: f64) {
-        if self.items.len() == self.capacity {
-            self.items.pop_front();
-        }
-        self.items.push_back((round, value));
+        let slot = if self.len == self.capacity {
+            let slot = self.head;
+            self.head = (self.head + 1) % self.capacity;
+            slot
+        } else {
+            self.len += 1;
+            (self.head + self.len - 1) % self.capacity
+        };
+        self.rounds[slot] = round;
+        self.values[slot] = value;
     }
 
     /// Whether it holds `capacity` values.
+    #[inline]
     pub fn is_full(&self) -> bool {
-        self.items.len() == self.capacity
+        self.len == self.capacity
     }
 
     /// Values held.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len == 0
+    }
+
+    fn at(&self, i: usize) -> (u64, f64) {
+        let slot = (self.head + i) % self.capacity;
+        (self.rounds[slot], self.values[slot])
     }
 
     /// Oldest (round, value).
+    #[inline]
     pub fn first(&self) -> Option<(u64, f64)> {
-        self.items.front().copied()
+        (self.len > 0).then(|| self.at(0))
     }
 
     /// Newest (round, value).
+    #[inline]
     pub fn last(&self) -> Option<(u64, f64)> {
-        self.items.back().copied()
+        (self.len > 0).then(|| self.at(self.len - 1))
+    }
+
+    fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        (0..self.len).map(|i| self.at(i).1)
     }
 
     /// Mean of the values.
+    #[inline]
     pub fn mean(&self) -> Option<f64> {
-        (!self.items.is_empty())
-            .then(|| self.items.iter().map(|(_, v)| v).sum::<f64>() / self.items.len() as f64)
+        (self.len > 0).then(|| self.values().sum::<f64>() / self.len as f64)
     }
 
     /// Sample variance of the values, `Σ(v − v̄)² / (n − 1)`; `None` below two values.
     pub fn variance(&self) -> Option<f64> {
-        let n = self.items.len();
         let mean = self.mean()?;
-        (n > 1).then(|| self.items.iter().map(|(_, v)| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64)
+        (self.len > 1).then(|| self.values().map(|v| (v - mean).powi(2)).sum::<f64>() / (self.len - 1) as f64)
     }
 
     /// Empties it.
     pub fn clear(&mut self) {
-        self.items.clear();
+        self.len = 0;
+        self.head = 0;
     }
 }
 

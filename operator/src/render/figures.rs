@@ -78,7 +78,7 @@ pub fn training_progress(analyzer: &Analyzer) -> Figure {
         if let Some(t) = config.target_accuracy {
             accuracy.references.push(Reference {
                 y: 100.0 * t,
-                label: format!("target {:.4}%", 100.0 * t),
+                label: format!("target {} %", super::plot::tick(100.0 * t)),
                 color: RED,
             });
         }

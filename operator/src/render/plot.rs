@@ -224,7 +224,12 @@ where
     let (w, h) = root.dim_in_pixel();
     let s = (f64::from(w) / 1500.0).min(f64::from(h) / 1000.0).max(0.2);
     let title_font = ("sans-serif", 26.0 * s).into_font().color(&BLACK);
-    let body = root.titled(&figure.title, title_font).map_err(|e| fail(&e))?;
+    // The text backend draws tall glyphs about a quarter of the size above the anchor: leave room
+    // so the title's top is not cut off.
+    let body = root
+        .margin(px(9.0 * s), 0, 0, 0)
+        .titled(&figure.title, title_font)
+        .map_err(|e| fail(&e))?;
     let areas = body.split_evenly((2, 2));
     for (area, panel) in areas.iter().zip(&figure.panels) {
         draw_panel(area, panel, s).map_err(|e| fail(&e))?;
@@ -556,9 +561,12 @@ where
         .y_label_formatter(&y_fmt)
         .label_style(tick_font.clone())
         .axis_desc_style(label_font)
-        .bold_line_style(RGBColor(200, 200, 200).stroke_width(px(s)))
-        .light_line_style(RGBColor(238, 238, 238).stroke_width(px(0.6 * s)))
+        // Major grid lines only, one pixel wide (plotters draws wider lines as polygons, which
+        // made the grid the largest cost of a 4500×3000 figure); the seed's grid is major-only too.
+        .bold_line_style(RGBColor(205, 205, 205).stroke_width(1))
+        .max_light_lines(0)
         .axis_style(BLACK.stroke_width(px(s)))
+        .set_all_tick_mark_size(px(6.0 * s))
         .draw()?;
     let (width, _) = chart.plotting_area().dim_in_pixel();
     let xr = (x0, x1);
@@ -576,6 +584,10 @@ where
     }
     let column_width = (x1 - x0) / f64::from(width.max(1));
     let clamp_y = |v: f64| v.clamp(y0, y1);
+    let column_span = |index: i64| {
+        let left = x0 + index as f64 * column_width;
+        (left.max(x0), (left + column_width).min(x1))
+    };
     let mut non_finite_marked = false;
     let mut legend = 0usize;
     for line in &panel.lines {
@@ -587,19 +599,28 @@ where
                 let per_round =
                     line.buckets.iter().all(|b| b.points == 1) && cols.len() == line.buckets.len();
                 let base = if log { y0 } else { 0.0f64.clamp(y0, y1) };
+                // 70 % of the colour over white, opaque: blending every pixel of every bar was a
+                // visible share of drawing a large figure.
+                let (r, g, b) = line.color;
+                let over_white = |c: u8| (255.0 - 0.7 * (255.0 - f64::from(c))).round() as u8;
+                let bar_color = RGBColor(over_white(r), over_white(g), over_white(b));
                 let bars: Vec<Rectangle<(f64, f64)>> = cols
                     .iter()
                     .filter(|c| c.count > 0)
                     .map(|c| {
-                        let half = if per_round {
-                            0.4
+                        // One bar per round while they fit; else a bucket wider than a few
+                        // pixels keeps its own span (histogram bins), and narrower ones fill their
+                        // pixel column edge to edge.
+                        let (left, right) = if per_round {
+                            (c.x - 0.4, c.x + 0.4)
+                        } else if c.x_hi - c.x_lo > 2.0 * column_width {
+                            (c.x_lo, c.x_hi)
                         } else {
-                            ((c.x_hi - c.x_lo) / 2.0).max(column_width / 2.0)
+                            column_span(c.index)
                         };
-                        let left = (c.x - half).max(x0);
-                        let right = (c.x + half).min(x1);
+                        let (left, right) = (left.max(x0), right.min(x1));
                         let top = clamp_y(c.sum / f64::from(c.count));
-                        Rectangle::new([(left, base), (right, top)], color.mix(0.7).filled())
+                        Rectangle::new([(left, base), (right, top)], bar_color.filled())
                     })
                     .collect();
                 let anno = chart.draw_series(bars)?;
@@ -609,7 +630,7 @@ where
                     anno.label(line.label.clone()).legend(move |(x, y)| {
                         Rectangle::new(
                             [(x, y - size / 2), (x + 2 * size, y + size / 2)],
-                            color.mix(0.7).filled(),
+                            bar_color.filled(),
                         )
                     });
                 }
@@ -618,10 +639,6 @@ where
                 // The min–max band of downsampled buckets (or an explicit band).
                 let mut band: Vec<Rectangle<(f64, f64)>> = Vec::new();
                 // One rectangle per pixel column, edge to edge (overlaps would darken the band).
-                let column_span = |index: i64| {
-                    let left = x0 + index as f64 * column_width;
-                    (left.max(x0), (left + column_width).min(x1))
-                };
                 if let Some((lower, upper)) = &line.band {
                     let hi: std::collections::HashMap<i64, Column> = columns(panel, upper, xr, width)
                         .into_iter()
