@@ -509,6 +509,16 @@ impl Pipeline {
 
         // Phase, the operator's gauges and the alert evaluation.
         let current = monitor.status.clone().unwrap_or_default();
+        // Pods the selector matches but that carry no agent (the controller's audit counts them)
+        // still mean the job exists: Waiting rather than Pending.
+        let audited = current
+            .pods
+            .as_ref()
+            .map_or(0, |p| usize::try_from(p.selected).unwrap_or(0));
+        let counts = Pods {
+            selected: counts.selected.max(audited),
+            ..counts
+        };
         let phase = derive::phase(&analysis, counts, current.phase);
         self.metrics.set_phase(namespace, name, phase);
         let mut samples: Vec<Sample> = state.samples.values().flatten().cloned().collect();
@@ -532,43 +542,7 @@ impl Pipeline {
         let evaluation = self.evaluator.evaluate(now, &monitor_ref, &applicable, &samples);
 
         // Status, then the Events of what it changed.
-        let status = if analysis.round.is_some() {
-            derive::training_status(
-                &current,
-                &analysis,
-                phase,
-                evaluation.status_alerts(),
-                monitor.meta().generation,
-                &now_time(),
-            )
-        } else {
-            untrained_status(&current, &analysis, phase, &evaluation, monitor.meta().generation)
-        };
-        let changes = derive::training_changes(&current, &status);
-        if !changes.is_empty() {
-            let api: Api<FLMonitor> = Api::namespaced(self.client.clone(), namespace);
-            let patch = json!({
-                "metadata": { "resourceVersion": monitor.resource_version() },
-                "status": changes,
-            });
-            match api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    self.metrics.status_written(KIND);
-                    for event in derive::transition_events(&current, &status) {
-                        publish(&self.recorder, monitor, event.warning, event.reason, &event.note).await;
-                    }
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    tracing::debug!(monitor = %format!("{namespace}/{name}"), "status changed meanwhile; writing at the next poll");
-                }
-                Err(error) => {
-                    tracing::warn!(monitor = %format!("{namespace}/{name}"), error = %crate::controller::error::describe(&error), "failed to write the training status");
-                }
-            }
-        }
+        self.write_status(monitor, &analysis, phase, &evaluation).await;
         for notification in &evaluation.notify {
             publish(
                 &self.recorder,
@@ -673,6 +647,73 @@ impl Pipeline {
                         tracing::warn!(monitor = %monitor_name, %error, "failed to write the report folder");
                     }
                 });
+            }
+        }
+    }
+
+    /// Writes the fields the analysis owns when they changed, then publishes the Events of the
+    /// transitions. On a conflict (the controller wrote meanwhile) the monitor is read again and
+    /// the write retried once, so the status does not wait a whole poll.
+    async fn write_status(
+        &self,
+        monitor: &FLMonitor,
+        analysis: &Analysis,
+        phase: Phase,
+        evaluation: &Evaluation,
+    ) {
+        let namespace = monitor.namespace().unwrap_or_default();
+        let name = monitor.name_any();
+        let api: Api<FLMonitor> = Api::namespaced(self.client.clone(), &namespace);
+        let mut fresh: Option<FLMonitor> = None;
+        for attempt in 0..2 {
+            let object = fresh.as_ref().unwrap_or(monitor);
+            let current = object.status.clone().unwrap_or_default();
+            let generation = object.meta().generation;
+            let status = if analysis.round.is_some() {
+                derive::training_status(
+                    &current,
+                    analysis,
+                    phase,
+                    evaluation.status_alerts(),
+                    generation,
+                    &now_time(),
+                )
+            } else {
+                untrained_status(&current, analysis, phase, evaluation, generation)
+            };
+            let changes = derive::training_changes(&current, &status);
+            if changes.is_empty() {
+                return;
+            }
+            let patch = json!({
+                "metadata": { "resourceVersion": object.resource_version() },
+                "status": changes,
+            });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.status_written(KIND);
+                    for event in derive::transition_events(&current, &status) {
+                        publish(&self.recorder, object, event.warning, event.reason, &event.note).await;
+                    }
+                    return;
+                }
+                Err(kube::Error::Api(error)) if error.code == 409 && attempt == 0 => {
+                    match api.get_opt(&name).await {
+                        Ok(Some(latest)) if latest.uid() == monitor.uid() => fresh = Some(latest),
+                        _ => return,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        monitor = %format!("{namespace}/{name}"),
+                        error = %crate::controller::error::describe(&error),
+                        "failed to write the training status; retrying at the next poll"
+                    );
+                    return;
+                }
             }
         }
     }
