@@ -102,6 +102,11 @@ fn fedavg_mnist_is_diverged_from_the_round_its_loss_turns_nan() {
     assert_eq!(analysis.convergence.target_reached_round, Some(527));
     assert!(analysis.conditions.converged.status);
     assert_eq!(analysis.data_quality.non_finite_loss, 183, "rounds 818–1000");
+    assert!(
+        analysis.conditions.diverged.message.contains("since round 818"),
+        "{}",
+        analysis.conditions.diverged.message
+    );
     assert_eq!(
         analysis.transitions.last().map(|t| (t.round, t.to)),
         Some((818, State::Diverged)),

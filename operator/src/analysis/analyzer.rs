@@ -1139,9 +1139,7 @@ impl Analyzer {
                 "NonFiniteLoss",
                 format!(
                     "global loss is non-finite since round {}",
-                    run.loss
-                        .last_arrived_round()
-                        .map_or("?".into(), |r| r.to_string())
+                    run.loss.non_finite_since().map_or("?".into(), |r| r.to_string())
                 ),
             ),
             Some(Diverged::AccuracyCollapsed) => Condition::new(

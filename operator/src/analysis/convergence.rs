@@ -87,6 +87,8 @@ pub struct Tracker {
     last_arrived: Option<(u64, f64)>,
     /// Last finite value.
     last_finite: Option<(u64, f64)>,
+    /// First round of the current streak of non-finite values.
+    non_finite_since: Option<u64>,
     target_reached_round: Option<u64>,
     finite: u64,
     non_finite: u64,
@@ -104,6 +106,7 @@ impl Tracker {
             first: None,
             last_arrived: None,
             last_finite: None,
+            non_finite_since: None,
             target_reached_round: None,
             finite: 0,
             non_finite: 0,
@@ -133,8 +136,10 @@ impl Tracker {
         self.last_arrived = Some((round, value));
         if !value.is_finite() {
             self.non_finite += 1;
+            self.non_finite_since.get_or_insert(round);
             return false;
         }
+        self.non_finite_since = None;
         self.finite += 1;
         self.window.push(round, value);
         self.last_finite = Some((round, value));
@@ -203,6 +208,11 @@ impl Tracker {
     #[inline]
     pub fn last_is_non_finite(&self) -> bool {
         self.last_arrived.is_some_and(|(_, v)| !v.is_finite())
+    }
+
+    /// First round of the current streak of non-finite values (`None` once a finite one arrives).
+    pub fn non_finite_since(&self) -> Option<u64> {
+        self.non_finite_since
     }
 
     /// Round of the last value that arrived.

@@ -103,9 +103,16 @@ pub fn monitor_page(page: &MonitorPage<'_>) -> String {
     let mut out = head(&format!("flmon — {title}"), page.refresh_seconds);
     let _ = write!(
         out,
-        "<header><h1>{} {}</h1><div class=\"muted\" style=\"color:#cfe3ff\"><a href=\"./\">all monitors</a>{}</div></header><main>",
+        "<header><h1>{} {}</h1><div class=\"muted\" style=\"color:#cfe3ff\">{}{}</div></header><main>",
         escape(&title),
         state_badge(a.convergence.state),
+        // Served at /monitors/<namespace>/<name>: the index is two levels up. A rendered
+        // history (no namespace) stands alone.
+        if page.namespace.is_empty() {
+            ""
+        } else {
+            "<a href=\"../../\">all monitors</a>"
+        },
         if page.generated.is_empty() {
             String::new()
         } else {

@@ -7,6 +7,8 @@ use crate::analysis::{Analysis, AnalysisConfig, ClientSummary, Metric, State, Tr
 
 fn num(v: Option<f64>, digits: usize, missing: &str) -> String {
     match v {
+        // Tiny or huge values (a loss of 3e-6, a rate of 2e-9) keep their significant digits.
+        Some(v) if v.is_finite() && v != 0.0 && !(1e-3..1e6).contains(&v.abs()) => format!("{v:.3e}"),
         Some(v) if v.is_finite() => format!("{v:.digits$}"),
         Some(v) => format!("{v} (non-finite)"),
         None => format!("n/a — {missing}"),
