@@ -297,3 +297,86 @@ fn figures_render_in_a_namespace_where_the_font_folders_are_empty() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("1 passed"), "{text}");
 }
+
+#[test]
+fn odd_values_render_without_failing() {
+    // Non-finite, negative (on the log-scale panel), huge, tiny and constant values, a single
+    // round, an out-of-range accuracy and a duration of zero: every figure still draws.
+    let values = [
+        1e300,
+        -5.0,
+        0.0,
+        f64::NAN,
+        f64::INFINITY,
+        1e-300,
+        f64::NEG_INFINITY,
+        2.0,
+    ];
+    for (case, take) in [(0usize, 1usize), (1, 2), (2, values.len())] {
+        let mut analyzer = Analyzer::new(AnalysisConfig {
+            target_loss: Some(0.5),
+            ..AnalysisConfig::default()
+        })
+        .expect("valid settings");
+        for (i, v) in values.iter().take(take).enumerate() {
+            analyzer.push_round(&RoundEnd {
+                run_id: Some("odd".into()),
+                round: 7 + i as u64,
+                global_loss: Some(*v),
+                global_accuracy: Some(if i % 2 == 0 { 1.5 } else { 0.0 }),
+                participants: Some(0),
+                duration_seconds: Some(0.0),
+                learning_rate: Some(*v),
+                gradient_norm: Some(-*v),
+                ..RoundEnd::default()
+            });
+            analyzer.push_client(&ClientUpdate {
+                run_id: Some("odd".into()),
+                round: i as u64,
+                client_id: Some(format!("c{i}")),
+                loss: Some(*v),
+                training_seconds: Some(*v),
+                ..ClientUpdate::default()
+            });
+        }
+        for figure in render::figures(&analyzer) {
+            let svg = render::render_svg(
+                &figure,
+                Size {
+                    width: 600,
+                    height: 400,
+                },
+            )
+            .expect("svg");
+            assert!(svg.contains("</svg>"), "case {case}: {}", figure.name);
+            let png = render::render_png(
+                &figure,
+                Size {
+                    width: 600,
+                    height: 400,
+                },
+            )
+            .expect("png");
+            assert_eq!(png_size(&png), (600, 400), "case {case}: {}", figure.name);
+        }
+    }
+}
+
+#[test]
+fn a_saved_history_that_is_not_json_names_the_file_and_position() {
+    let dir = out_dir("bad-input");
+    let path = dir.join("server.json");
+    std::fs::write(&path, "{\"rounds\": [{\"round\": 1, \"global_loss\": \"lots\"}]}").expect("written");
+    let error = render::render_files(
+        std::slice::from_ref(&path),
+        AnalysisConfig::default(),
+        &dir.join("out"),
+        Size::DEFAULT,
+    )
+    .expect_err("a word is not a loss");
+    let text = error.to_string();
+    assert!(
+        text.contains("server.json") && text.contains("line 1") && text.contains("lots"),
+        "{text}"
+    );
+}

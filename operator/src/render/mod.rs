@@ -75,6 +75,57 @@ pub enum RenderError {
     /// The analysis settings are invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A saved history could not be read.
+    #[error("failed to read history {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A saved history is not a valid `/v1/history` document.
+    #[error("invalid history {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        source: crate::analysis::HistoryError,
+    },
+}
+
+/// Reads saved `/v1/history` documents, one per file.
+///
+/// # Errors
+/// The first file that cannot be read or parsed, named with the position of the problem.
+pub fn read_histories(paths: &[PathBuf]) -> Result<Vec<History>, RenderError> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            crate::analysis::parse_history(&text).map_err(|source| RenderError::Parse {
+                path: path.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// `flmon-operator render --history FILE... --out DIR`: reads the files, merges them as the
+/// operator does, and writes the figures, report and page (see [`render_dir`]).
+///
+/// # Errors
+/// As [`read_histories`] and [`render_dir`].
+pub fn render_files(
+    paths: &[PathBuf],
+    config: AnalysisConfig,
+    out: &Path,
+    size: Size,
+) -> Result<Rendered, RenderError> {
+    let histories = read_histories(paths)?;
+    render_dir(&histories, config, out, size)
 }
 
 fn check(size: Size) -> Result<(), RenderError> {
