@@ -53,6 +53,30 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CRDs as YAML (all of them to stdout, or one file each into a folder).
     Crd(CrdArgs),
+    /// Render the plots, the report and the dashboard page from saved `/v1/history` documents.
+    Render(RenderArgs),
+}
+
+/// `flmon-operator render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Saved `/v1/history` documents (repeat the flag or separate with commas); several pods'
+    /// documents are merged as the operator merges them.
+    #[arg(long = "history", env = "FLMON_RENDER_HISTORY", required = true, num_args = 1.., value_delimiter = ',')]
+    pub histories: Vec<PathBuf>,
+    /// Folder to write the figures (PNG and SVG), `report.md` and `index.html` into.
+    #[arg(long, env = "FLMON_RENDER_OUT")]
+    pub out: PathBuf,
+    /// An FLMonitor manifest (YAML or JSON) whose `spec.analysis` and name to use; without it the
+    /// analysis runs with the default settings and no target.
+    #[arg(long, env = "FLMON_RENDER_MONITOR")]
+    pub monitor: Option<PathBuf>,
+    /// Width of each figure in pixels.
+    #[arg(long, env = "FLMON_RENDER_WIDTH", default_value_t = 1500)]
+    pub width: u32,
+    /// Height of each figure in pixels.
+    #[arg(long, env = "FLMON_RENDER_HEIGHT", default_value_t = 1000)]
+    pub height: u32,
 }
 
 /// `flmon-operator crd`.

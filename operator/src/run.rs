@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{oneshot, watch};
 
-use crate::cli::{CrdArgs, LogFormat, RunArgs};
+use crate::cli::{CrdArgs, LogFormat, RenderArgs, RunArgs};
 use crate::controller::{self, Settings, Tuning};
 use crate::dashboard::{self, Dashboard, DashboardState, Forward};
 use crate::health::{self, Health};
@@ -129,6 +129,95 @@ pub fn agent_defaults(args: &RunArgs) -> AgentDefaults {
         image: args.agent_image.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }
+}
+
+/// Why `flmon-operator render` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderCommandError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {cause}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// A history document is malformed.
+    #[error("{path}: {cause}")]
+    History {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        cause: crate::analysis::HistoryError,
+    },
+    /// The monitor manifest is not an FLMonitor.
+    #[error("{path} is not an FLMonitor manifest: {cause}")]
+    Monitor {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        cause: String,
+    },
+    /// The monitor's `spec.analysis` cannot be used.
+    #[error("{path}: {cause}")]
+    Analysis {
+        /// The file.
+        path: String,
+        /// The setting, its value and what is expected.
+        cause: crate::analysis::ConfigError,
+    },
+    /// Drawing or writing failed.
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+}
+
+/// `flmon-operator render`: the five figures (PNG and SVG), `report.md` and `index.html` from
+/// saved `/v1/history` documents, analysed as the operator analyses a monitor's agents.
+///
+/// # Errors
+/// A file that cannot be read or parsed, unusable analysis settings, or a rendering failure.
+pub fn render(args: &RenderArgs) -> Result<crate::render::Rendered, RenderCommandError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|cause| RenderCommandError::Read {
+            path: path.display().to_string(),
+            cause,
+        })
+    };
+    let mut histories = Vec::new();
+    for path in &args.histories {
+        let text = read(path)?;
+        let history = crate::analysis::parse_history(&text).map_err(|cause| RenderCommandError::History {
+            path: path.display().to_string(),
+            cause,
+        })?;
+        histories.push(history);
+    }
+    let (name, config) = match &args.monitor {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let monitor: flmon_crds::FLMonitor =
+                serde_yaml_ng::from_str(&read(path)?).map_err(|e| RenderCommandError::Monitor {
+                    path: shown.clone(),
+                    cause: e.to_string(),
+                })?;
+            let config = crate::pipeline::derive::analysis_config(&monitor.spec.analysis)
+                .map_err(|cause| RenderCommandError::Analysis { path: shown, cause })?;
+            (monitor.name_any(), config)
+        }
+        None => ("history".to_owned(), crate::analysis::AnalysisConfig::default()),
+    };
+    let analyzer =
+        crate::analysis::analyze(&histories, config).map_err(|cause| RenderCommandError::Analysis {
+            path: "the analysis settings".to_owned(),
+            cause,
+        })?;
+    let size = crate::render::Size {
+        width: args.width,
+        height: args.height,
+    };
+    Ok(crate::render::render_analyzer_dir(
+        &analyzer, &name, &args.out, size,
+    )?)
 }
 
 /// The training pipeline's settings from the command line.
