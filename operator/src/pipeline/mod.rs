@@ -36,6 +36,7 @@ pub mod stats;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use flmon_crds::names::metrics::ROUNDS_WITHOUT_IMPROVEMENT;
@@ -130,6 +131,8 @@ struct MonitorState {
     reported: Option<Phase>,
     version: u64,
     rendered: u64,
+    /// Set while the report folder is being written.
+    rendering: Arc<AtomicBool>,
     last_view: Option<(Phase, Vec<AlertView>)>,
 }
 
@@ -152,6 +155,7 @@ impl MonitorState {
             reported: None,
             version: 0,
             rendered: 0,
+            rendering: Arc::new(AtomicBool::new(false)),
             last_view: None,
         }
     }
@@ -621,24 +625,31 @@ impl Pipeline {
             state.version += 1;
             state.last_view = Some(view_key);
         }
-        if self.dashboard.version(namespace, name) != Some(state.version) {
+        let needs_view = self.dashboard.version(namespace, name) != Some(state.version);
+        let needs_files = self.settings.report_dir.is_some()
+            && state.rendered != state.version
+            && !state.rendering.load(Ordering::Acquire);
+        if needs_view || needs_files {
             let analyzer = Arc::new(analyzer.clone());
-            self.dashboard.update(
-                namespace,
-                name,
-                MonitorView {
-                    analyzer: analyzer.clone(),
-                    analysis: Arc::new(analysis),
-                    phase,
-                    alerts,
-                    version: state.version,
-                    updated: format!("{:.0}", k8s_openapi::jiff::Timestamp::now()),
-                },
-            );
-            if let Some(dir) = &self.settings.report_dir
-                && state.rendered != state.version
-            {
+            if needs_view {
+                self.dashboard.update(
+                    namespace,
+                    name,
+                    MonitorView {
+                        analyzer: analyzer.clone(),
+                        analysis: Arc::new(analysis),
+                        phase,
+                        alerts,
+                        version: state.version,
+                        updated: format!("{:.0}", k8s_openapi::jiff::Timestamp::now()),
+                    },
+                );
+            }
+            if let Some(dir) = self.settings.report_dir.as_ref().filter(|_| needs_files) {
+                // One rendering per monitor at a time; a change meanwhile is rendered after it.
                 state.rendered = state.version;
+                state.rendering.store(true, Ordering::Release);
+                let rendering = state.rendering.clone();
                 let out = report::monitor_dir(dir, namespace, name);
                 let title = name.clone();
                 let monitor_name = format!("{namespace}/{name}");
@@ -646,6 +657,7 @@ impl Pipeline {
                     if let Err(error) = report::write_dir(&analyzer, &title, &out) {
                         tracing::warn!(monitor = %monitor_name, %error, "failed to write the report folder");
                     }
+                    rendering.store(false, Ordering::Release);
                 });
             }
         }
