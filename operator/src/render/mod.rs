@@ -9,6 +9,7 @@ pub mod font;
 pub mod html;
 pub mod plot;
 pub mod report;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -161,8 +162,12 @@ pub fn render_rgb_into(figure: &Figure, size: Size, buffer: &mut Vec<u8>) -> Res
     let len = size.width as usize * size.height as usize * 3;
     buffer.clear();
     buffer.resize(len, 255);
-    let root = BitMapBackend::with_buffer(buffer, (size.width, size.height)).into_drawing_area();
-    plot::draw(&root, figure)?;
+    let bitmap = BitMapBackend::with_buffer(buffer, (size.width, size.height));
+    let backend = text::BaselineText::new(bitmap).ok_or_else(|| DrawError {
+        figure: figure.name.to_string(),
+        message: "the embedded font does not parse".into(),
+    })?;
+    plot::draw(&backend.into_drawing_area(), figure)?;
     Ok(())
 }
 
