@@ -259,7 +259,7 @@ fn an_empty_history_still_renders_every_figure_saying_no_data() {
 #[test]
 fn rendering_needs_no_installed_font() {
     if std::env::var_os("FLMON_FONTLESS").is_some() {
-        for dir in ["/usr/share/fonts", "/etc/fonts"] {
+        for dir in ["/usr/share/fonts", "/usr/local/share/fonts", "/etc/fonts"] {
             let entries = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
             assert_eq!(entries, 0, "{dir} should be hidden in this namespace");
         }
@@ -284,7 +284,7 @@ fn rendering_needs_no_installed_font() {
 fn figures_render_in_a_namespace_where_the_font_folders_are_empty() {
     let exe = std::env::current_exe().expect("test binary");
     let script = format!(
-        "mount -t tmpfs none /usr/share/fonts && mount -t tmpfs none /etc/fonts && exec {} --exact rendering_needs_no_installed_font --test-threads 1",
+        "for d in /usr/share/fonts /usr/local/share/fonts /etc/fonts; do if [ -d $d ]; then mount -t tmpfs none $d || exit 1; fi; done && exec {} --exact rendering_needs_no_installed_font --test-threads 1",
         exe.display()
     );
     let output = Command::new("unshare")

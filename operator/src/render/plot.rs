@@ -701,7 +701,23 @@ where
                                 .map(|p| Circle::new(p, px(2.5 * s), color.filled())),
                         )?;
                     }
-                    chart.draw_series(paths.into_iter().map(|p| PathElement::new(p, style)))?
+                    // Segment by segment with round joins: plotters' thick paths join with
+                    // unlimited miters, which shoot thin spikes far out of a zigzagging series.
+                    let joints: Vec<(f64, f64)> = paths
+                        .iter()
+                        .flat_map(|p| p.iter().skip(1).take(p.len().saturating_sub(2)).copied())
+                        .collect();
+                    if width_px > 2 {
+                        let radius = width_px / 2;
+                        chart.draw_series(
+                            joints.into_iter().map(|p| Circle::new(p, radius, color.filled())),
+                        )?;
+                    }
+                    chart.draw_series(
+                        paths
+                            .iter()
+                            .flat_map(|p| p.windows(2).map(|w| PathElement::new(vec![w[0], w[1]], style))),
+                    )?
                 };
                 if shown_in_legend {
                     legend += 1;
