@@ -61,7 +61,9 @@ def quantity(q: str, divisor: str | None) -> str:
                 return float(s[: -len(suffix)]) * units[suffix]
         return float(s)
 
-    value = parse(q) / parse(divisor or "1")
+    # The apiserver defaults an absent divisor to "0", which means 1.
+    d = parse(divisor or "1")
+    value = parse(q) / (d if d > 0 else 1.0)
     return str(int(-(-value // 1)))
 
 
@@ -266,7 +268,8 @@ class Kubelet:
                 try:
                     p.run()
                 except Exception as e:
-                    log(f"{p.ns}/{p.name}: cannot start: {e}")
+                    import traceback
+                    log(f"{p.ns}/{p.name}: cannot start: {e!r}\n{traceback.format_exc()}")
             for uid, p in list(self.pods.items()):
                 if p.poll():
                     self.done.add(uid)

@@ -161,6 +161,13 @@ pub struct RunArgs {
 /// Admission webhook flags.
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
+    /// Serve the admission webhook and keep its configuration (off: only the controllers run).
+    #[arg(long = "webhook-enabled", env = "FLMON_WEBHOOK_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Register the webhook by this base URL (e.g. `https://127.0.0.1:9443`) instead of by its
+    /// Service: for an operator running outside the cluster. Its host goes into the certificate.
+    #[arg(long = "webhook-url", env = "FLMON_WEBHOOK_URL")]
+    pub url: Option<String>,
     /// Address of the HTTPS admission webhook.
     #[arg(
         long = "webhook-addr",

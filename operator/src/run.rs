@@ -20,6 +20,10 @@ use crate::metrics::{ControllerMetrics, Exposition};
 use crate::pipeline::stats::PipelineStats;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::webhook::AgentDefaults;
+use crate::webhook::metrics::AdmissionMetrics;
+use crate::webhook::registration::{Registration, WebhookTarget};
+use crate::webhook::run::{CertificateSource, ServeConfig};
+use crate::webhook::tls::CertificateRequest;
 
 /// Why the operator could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +242,8 @@ struct Training {
     settings: PipelineSettings,
     stats: Arc<PipelineStats>,
     dashboard: Arc<DashboardState>,
+    /// The webhook configuration the leader keeps current (none when the webhook is off).
+    registration: Option<(Registration, CertificateSource)>,
 }
 
 /// Runs the controllers and the training pipeline until `term` completes.
@@ -263,6 +269,15 @@ async fn lead(
             None
         }
     };
+    // The leader keeps the webhook configuration's caBundle and namespace scope current.
+    let registration = training.registration.map(|(registration, certificate)| {
+        let (monitors, drive) = crate::webhook::run::watch_monitors(client.clone());
+        let keep =
+            crate::webhook::run::keep_registration(client.clone(), registration, certificate, monitors);
+        tokio::spawn(async move {
+            tokio::join!(drive, keep);
+        })
+    });
     let pipeline_term = term.clone();
     let pipeline = async move {
         if let Some(pipeline) = pipeline {
@@ -270,6 +285,53 @@ async fn lead(
         }
     };
     tokio::join!(controller::run(client, settings, metrics, tuning, term), pipeline);
+    if let Some(task) = registration {
+        task.abort();
+    }
+}
+
+/// Where the webhook's certificate comes from and how it is registered, from the flags.
+fn webhook_setup(args: &RunArgs) -> (Registration, CertificateSource) {
+    let hook = &args.webhook;
+    let mut request = CertificateRequest::for_service(&hook.service, &args.namespace);
+    let target = match &hook.url {
+        Some(url) => {
+            // The URL's host must be in the certificate the apiserver checks.
+            let host = url
+                .split("://")
+                .nth(1)
+                .unwrap_or(url)
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => request.ip_addresses.push(ip),
+                Err(_) if !host.is_empty() => request.dns_names.push(host.to_owned()),
+                Err(_) => {}
+            }
+            WebhookTarget::Url(url.clone())
+        }
+        None => WebhookTarget::Service {
+            namespace: args.namespace.clone(),
+            name: hook.service.clone(),
+            port: 443,
+        },
+    };
+    let certificate = match hook.tls_mode {
+        crate::cli::TlsMode::SelfManaged => CertificateSource::SelfManaged {
+            secret_name: hook.tls_secret.clone(),
+            request,
+        },
+        crate::cli::TlsMode::CertManager => CertificateSource::Files {
+            dir: hook.tls_dir.clone(),
+        },
+    };
+    let registration = Registration {
+        configuration_name: hook.config_name.clone(),
+        target,
+        operator_namespace: args.namespace.clone(),
+    };
+    (registration, certificate)
 }
 
 /// Fails with a clear message unless every flmon CRD is installed and established.
@@ -388,6 +450,11 @@ pub async fn run_with_metrics(
     metrics: Arc<ControllerMetrics>,
 ) -> Result<(), StartupError> {
     let mut exposition = Exposition::default();
+    let admission = Arc::new(AdmissionMetrics::default());
+    if args.webhook.enabled {
+        let rendered = admission.clone();
+        exposition.add(Arc::new(move |out: &mut String| rendered.render(out)));
+    }
     let rendered = metrics.clone();
     exposition.add(Arc::new(move |out: &mut String| rendered.render(out)));
     let stats = Arc::new(PipelineStats::default());
@@ -432,6 +499,41 @@ pub async fn run_with_metrics(
     ));
 
     check_crds(&client).await?;
+
+    // Every replica serves the webhook; the leader keeps its configuration current.
+    let webhook = args.webhook.enabled.then(|| webhook_setup(args));
+    let webhook_server = match &webhook {
+        Some((_, certificate)) => {
+            let listener = tokio::net::TcpListener::bind(args.webhook.addr)
+                .await
+                .map_err(|cause| StartupError::Bind {
+                    addr: args.webhook.addr,
+                    cause,
+                })?;
+            let config = ServeConfig {
+                namespace: args.namespace.clone(),
+                certificate: certificate.clone(),
+                agent: agent_defaults(args),
+                reporter: kube::runtime::events::Reporter {
+                    controller: "flmon-operator".into(),
+                    instance: Some(args.pod_name.clone()),
+                },
+            };
+            let serve = crate::webhook::run::serve_webhook(
+                client.clone(),
+                config,
+                listener,
+                admission,
+                until(shutdown.clone(), true),
+            );
+            Some(tokio::spawn(async move {
+                if let Err(error) = serve.await {
+                    tracing::error!(%error, "the admission webhook stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
         namespace = %args.namespace,
@@ -460,6 +562,7 @@ pub async fn run_with_metrics(
         settings: pipeline_settings(args, settings.clone()),
         stats,
         dashboard: dashboard_state,
+        registration: webhook,
     };
 
     if args.leader_election {
@@ -520,5 +623,8 @@ pub async fn run_with_metrics(
     }
     let _ = server.await;
     let _ = dashboard_server.await;
+    if let Some(webhook_server) = webhook_server {
+        let _ = webhook_server.await;
+    }
     Ok(())
 }

@@ -38,6 +38,10 @@ pub fn run_args(namespace: &str, extra: &[&str]) -> RunArgs {
         "--prometheus-operator-recheck",
         "2s",
     ];
+    // The webhook has tests of its own; these replicas run the controllers alone.
+    if !extra.contains(&"--webhook-enabled") {
+        argv.extend_from_slice(&["--webhook-enabled", "false"]);
+    }
     if !extra.contains(&"--dashboard-addr") {
         argv.extend_from_slice(&["--dashboard-addr", "127.0.0.1:0"]);
     }
