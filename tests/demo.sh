@@ -107,6 +107,36 @@ fill examples/demo/fl-pods.yaml >"$OUT/fl-pods.yaml"
 k apply -f "$OUT/fl-pods.yaml" | sed 's/^/  /'
 k -n fl-demo get pods -o custom-columns='POD:.metadata.name,INJECTED:.metadata.annotations.flmon\.io/injected,MONITOR:.metadata.labels.flmon\.io/monitor,SIDECAR:.spec.initContainers[*].name'
 
+# A loopback Prometheus scrapes the agents as the generated ServiceMonitor says: its port, path
+# and interval, with the pods behind the monitor's Service as targets (no kubelet, no service
+# discovery here: the demo writes the targets out).
+for _ in $(seq 1 60); do
+  [ "$(k -n fl-demo get pods -l flmon.io/monitor=digits-fedavg -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}' | wc -w)" -ge 6 ] && break
+  sleep 1
+done
+sm=$(k -n fl-demo get servicemonitors -o json)
+"$PY" - "$OUT/prometheus.yml" "$sm" "$(k -n fl-demo get pods -l flmon.io/monitor=digits-fedavg -o json)" <<'PYEOF'
+import json, sys
+out, sm, pods = sys.argv[1], json.loads(sys.argv[2])["items"][0], json.loads(sys.argv[3])["items"]
+ep = sm["spec"]["endpoints"][0]
+targets = []
+for p in pods:
+    for c in p["spec"].get("initContainers", []) + p["spec"]["containers"]:
+        for port in c.get("ports", []):
+            if port.get("name") == ep["port"]:
+                targets.append(f'{p["status"]["podIP"]}:{port["containerPort"]}')
+cfg = {"global": {"scrape_interval": ep.get("interval", "5s")},
+       "scrape_configs": [{"job_name": f'serviceMonitor/{sm["metadata"]["namespace"]}/{sm["metadata"]["name"]}/0',
+                           "metrics_path": ep.get("path", "/metrics"), "scrape_interval": "2s",
+                           "static_configs": [{"targets": targets}]}]}
+open(out, "w").write(json.dumps(cfg))
+print(f"  Prometheus scrapes {len(targets)} agents: {' '.join(targets)}")
+PYEOF
+PROM_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+prometheus --config.file="$OUT/prometheus.yml" --storage.tsdb.path="$OUT/prometheus-data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" >"$OUT/logs/prometheus.log" 2>&1 &
+pids+=($!)
+
 say "training; progress every 10 s"
 start=$SECONDS
 header=1
@@ -133,4 +163,20 @@ curl -sf http://127.0.0.1:8080/ -o "$OUT/dashboard-index.html" || true
 curl -sf http://127.0.0.1:8080/monitors/fl-demo/digits-fedavg -o "$OUT/dashboard.html" || true
 say "plots, report and dashboard:"
 ls "$OUT"/fl-demo/digits-fedavg/* "$OUT"/*.html 2>/dev/null | sed 's/^/  /' || true
+say "Prometheus (127.0.0.1:$PROM_PORT) has the seed's metric names from the agents:"
+curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/label/__name__/values" >"$OUT/prometheus-names.json" || echo '{}' >"$OUT/prometheus-names.json"
+"$PY" -c 'import json,sys; names=set(json.load(open(sys.argv[1])).get("data",[])); seed=["fl_global_loss","fl_global_accuracy","fl_active_clients","fl_round_duration_seconds_bucket","fl_messages_sent_total","fl_cpu_usage_percent","fl_memory_usage_percent"]; print("  " + "  ".join(("+" if n in names else "MISSING ") + n for n in seed))' "$OUT/prometheus-names.json"
+
+# A machine-readable summary of the outcome (the end-to-end test asserts on it).
+"$PY" - "$OUT/summary.json" <<PYEOF
+import json, subprocess, sys
+def kj(*a): return json.loads(subprocess.run(["$KUBECTL", *a, "-o", "json"], check=True, capture_output=True, text=True).stdout)
+summary = {
+    "monitor": kj("-n", "fl-demo", "get", "flm", "digits-fedavg"),
+    "pods": kj("-n", "fl-demo", "get", "pods")["items"],
+    "events": kj("-n", "fl-demo", "get", "events")["items"],
+    "prometheus_names": json.load(open("$OUT/prometheus-names.json")).get("data", []),
+}
+json.dump(summary, open(sys.argv[1], "w"))
+PYEOF
 say "logs: $OUT/logs"
