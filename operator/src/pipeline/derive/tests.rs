@@ -307,3 +307,12 @@ fn an_unknown_trend_is_not_written() {
     assert_eq!(desired.len(), 1);
     assert_eq!(desired[ANNOTATION_STRAGGLER], "false");
 }
+
+#[test]
+fn status_values_keep_five_significant_digits_for_kubectl() {
+    assert_eq!(super::significant(0.2611684486902472), 0.26117);
+    assert_eq!(super::significant(0.9488888888888888), 0.94889);
+    assert_eq!(super::significant(2.302585), 2.3026);
+    assert_eq!(super::significant(1.23456e-5), 1.2346e-5);
+    assert_eq!(super::significant(0.0), 0.0);
+}
