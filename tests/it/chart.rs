@@ -227,6 +227,17 @@ async fn helm_install_creates_every_object_and_the_pod_patch_policy_holds() {
         &["get", "crd", "flmonitors.flmon.io", "alertrules.flmon.io"],
     );
     assert!(out.status.success(), "the chart's CRDs were not installed");
+    // The example NOTES.txt points users at is accepted by the installed CRD.
+    let example = repo_root().join("manifests/examples/flmonitor.yaml");
+    let out = kubectl(kube, &["create", "namespace", "fl-team"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kube
+        .kubectl()
+        .args(["apply", "--dry-run=server", "-f"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The operator's service account may patch flmon.io/* pod metadata and nothing else.
     let ns = kube.namespace("chart-vap").await;
