@@ -24,7 +24,11 @@ fn the_demo_converges_with_injected_pods_a_flagged_straggler_and_only_the_expect
         .env("FLMON_TESTENV_DIR", &env_dir)
         .status()
         .expect("tests/demo.sh runs");
-    assert!(status.success(), "the demo failed; its logs are in {}", out.path().display());
+    if !status.success() {
+        // Keep the demo's logs for whoever reads the failure.
+        let kept = out.keep();
+        panic!("the demo failed; its logs are in {}", kept.join("logs").display());
+    }
 
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(out.path().join("summary.json")).expect("the demo wrote summary.json"),
@@ -36,14 +40,23 @@ fn the_demo_converges_with_injected_pods_a_flagged_straggler_and_only_the_expect
     assert_eq!(pods.len(), 6, "one server and five clients");
     for pod in pods {
         let name = pod["metadata"]["name"].as_str().unwrap();
-        assert!(annotation(pod, "flmon.io/injected").is_some(), "{name} not injected");
-        assert_eq!(pod["metadata"]["labels"]["flmon.io/monitor"], "digits-fedavg", "{name}");
+        assert!(
+            annotation(pod, "flmon.io/injected").is_some(),
+            "{name} not injected"
+        );
+        assert_eq!(
+            pod["metadata"]["labels"]["flmon.io/monitor"], "digits-fedavg",
+            "{name}"
+        );
         let sidecar = pod["spec"]["initContainers"]
             .as_array()
             .and_then(|c| c.iter().find(|c| c["name"] == "flmon-agent"))
             .unwrap_or_else(|| panic!("{name} has no flmon-agent init container"));
         assert_eq!(sidecar["restartPolicy"], "Always", "{name}: not a native sidecar");
-        assert_eq!(pod["status"]["phase"], "Succeeded", "{name} did not finish its work");
+        assert_eq!(
+            pod["status"]["phase"], "Succeeded",
+            "{name} did not finish its work"
+        );
     }
 
     // The monitor converged (the target accuracy 0.93 is reached within 20 rounds: see the
@@ -71,13 +84,24 @@ fn the_demo_converges_with_injected_pods_a_flagged_straggler_and_only_the_expect
     // site-3 runs four times slower than the others: it alone is the straggler.
     let stragglers: Vec<&str> = status["stragglers"]
         .as_array()
-        .map(|s| s.iter().filter_map(|x| x["clientId"].as_str().or(x.as_str())).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x["clientId"].as_str().or(x.as_str()))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(stragglers, vec!["site-3"], "{status:#}");
-    for pod in pods.iter().filter(|p| annotation(p, "flmon.io/role") == Some("client")) {
+    for pod in pods
+        .iter()
+        .filter(|p| annotation(p, "flmon.io/role") == Some("client"))
+    {
         let id = annotation(pod, "flmon.io/client-id").unwrap();
         let flagged = annotation(pod, "flmon.io/straggler");
-        assert_eq!(flagged, Some(if id == "site-3" { "true" } else { "false" }), "{id}");
+        assert_eq!(
+            flagged,
+            Some(if id == "site-3" { "true" } else { "false" }),
+            "{id}"
+        );
     }
 
     // Rounds 8–12 wait for site-5, which is offline, so the job's slow-rounds rule fires; none of
@@ -91,7 +115,10 @@ fn the_demo_converges_with_injected_pods_a_flagged_straggler_and_only_the_expect
         .filter_map(|e| e["note"].as_str().or(e["message"].as_str()))
         .map(|m| m.split(' ').next().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(fired.into_iter().collect::<Vec<_>>(), vec!["SlowRounds".to_owned()]);
+    assert_eq!(
+        fired.into_iter().collect::<Vec<_>>(),
+        vec!["SlowRounds".to_owned()]
+    );
 
     // Plots and report.
     let dir = out.path().join("fl-demo/digits-fedavg");
