@@ -35,6 +35,8 @@ ENTRYPOINT ["/usr/local/bin/flmon-operator"]
 CMD ["run"]
 
 FROM base AS agent
+# librdkafka compresses with zlib; the distroless cc base has glibc and libgcc but not libz.
+COPY --from=build /lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1
 LABEL org.opencontainers.image.title="flmon-agent" \
       org.opencontainers.image.description="flmon agent: host, GPU, Kafka and FL training metrics for Prometheus"
 COPY --from=build /out/flmon-agent /usr/local/bin/flmon-agent
