@@ -109,6 +109,26 @@ impl PodCache {
         pod
     }
 
+    /// Lists every pod into the cache (paginated).
+    ///
+    /// # Errors
+    /// The apiserver's error.
+    pub async fn prime(&self, client: &Client) -> Result<(), kube::Error> {
+        let api: Api<Pod> = Api::all(client.clone());
+        let mut params = kube::api::ListParams::default().limit(500);
+        loop {
+            let page = api.list(&params).await?;
+            let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+            for pod in page.items {
+                self.observe(pod);
+            }
+            match next {
+                Some(token) => params.continue_token = Some(token),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// The cached pods of a namespace.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<Pod>> {
         self.pods.lock().map_or_else(
@@ -249,6 +269,16 @@ pub async fn run(
         tracing::error!("a watch stopped before it listed its objects");
         return;
     }
+    if let Some(cache) = &pods {
+        // Fill the pod cache before the first reconcile, so that no monitor is first audited
+        // against a partly listed cache (each later pod event would then write its status again).
+        if let Err(error) = cache.prime(&client).await {
+            tracing::warn!(
+                error = %error::describe(&error),
+                "failed to list pods; the agent audit fills in as pods are watched"
+            );
+        }
+    }
     tracing::info!(
         rules = rules.state().len(),
         "AlertRules listed; starting the FLMonitor controller"
@@ -271,7 +301,7 @@ pub async fn run(
                 monitor_store
                     .state()
                     .into_iter()
-                    .filter(|m| m.namespace() == pod.namespace())
+                    .filter(|m| m.metadata.namespace == pod.metadata.namespace)
                     .filter(|m| {
                         inject.as_deref() == Some(m.name_any().as_str())
                             || Selector::try_from(m.spec.selector.clone())

@@ -108,7 +108,7 @@ fn audit_agents(monitor: &FLMonitor, ctx: &Context) -> Option<AgentAudit> {
         .monitors
         .state()
         .iter()
-        .filter(|m| m.namespace() == namespace && m.meta().deletion_timestamp.is_none())
+        .filter(|m| m.metadata.namespace == namespace && m.meta().deletion_timestamp.is_none())
         .map(|m| InjectionSettings::from(m.as_ref()))
         .collect();
     Some(audit(
@@ -486,6 +486,11 @@ async fn write_status(
     if changes.is_empty() {
         return Ok(());
     }
+    tracing::debug!(
+        monitor = %format!("{}/{}", monitor.namespace().unwrap_or_default(), monitor.name_any()),
+        fields = ?changes.keys().collect::<Vec<_>>(),
+        "writing status"
+    );
     let patch = json!({
         "metadata": { "resourceVersion": resource_version },
         "status": changes,
