@@ -9,8 +9,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Debian packages: promtool (prometheus), librdkafka's build needs (cmake, curl headers, zlib),
-# kcat as an independent Kafka client, node_exporter as a benchmark reference.
-APT_PACKAGES=(prometheus libcurl4-openssl-dev zlib1g-dev cmake kcat prometheus-node-exporter iproute2)
+# kcat as an independent Kafka client, node_exporter as a benchmark reference, Chromium for the
+# dashboard page's browser test.
+APT_PACKAGES=(prometheus libcurl4-openssl-dev zlib1g-dev cmake kcat prometheus-node-exporter iproute2 chromium)
 
 install_apt() {
   local missing=()

@@ -22,4 +22,5 @@ prometheus=$(command -v prometheus || echo /usr/bin/prometheus)
 kcat=$(command -v kcat || echo /usr/bin/kcat)
 node-exporter=$(command -v prometheus-node-exporter || echo /usr/bin/prometheus-node-exporter)
 java=$(command -v java || echo /usr/bin/java)
+chromium=$(command -v chromium || echo /usr/bin/chromium)
 OUT
