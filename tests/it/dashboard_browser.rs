@@ -26,7 +26,7 @@ fn histories(dir: &std::path::Path) -> String {
             rounds.join(",")
         ),
     )
-    .unwrap();
+    .expect("write the history");
     server.display().to_string()
 }
 
@@ -103,6 +103,7 @@ fn the_dashboard_page_renders_in_chromium_without_console_errors_or_outside_requ
         .output()
         .unwrap();
     let _ = server.kill();
+    let _ = server.wait();
     let stderr = String::from_utf8_lossy(&browser.stderr);
     assert!(browser.status.success(), "chromium failed:\n{stderr}");
 
