@@ -139,9 +139,10 @@ pids+=($!)
 
 say "training; progress every 10 s"
 start=$SECONDS
-header=1
+printf '%-8s %-10s %6s %9s %9s %8s %10s\n' AGE PHASE ROUND LOSS ACCURACY CLIENTS CONVERGED
 while :; do
-  if [ $header = 1 ]; then k -n fl-demo get flm; header=0; else k -n fl-demo get flm --no-headers; fi
+  k -n fl-demo get flm digits-fedavg -o jsonpath='{.status.phase} {.status.round} {.status.globalLoss} {.status.globalAccuracy} {.status.activeClients} {.status.conditions[?(@.type=="Converged")].status}' |
+    awk -v age="$((SECONDS - start))s" '{ if (NF < 6) { printf "%-8s %-10s\n", age, $1 } else printf "%-8s %-10s %6s %9s %9s %8s %10s\n", age, $1, $2, $3, $4, $5, $6 }'
   phase=$(k -n fl-demo get flm digits-fedavg -o jsonpath='{.status.phase}')
   server=$(k -n fl-demo get pod fl-server -o jsonpath='{.status.phase}')
   if [ "$server" = Succeeded ] || [ "$server" = Failed ]; then sleep 6; break; fi
