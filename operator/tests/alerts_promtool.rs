@@ -344,11 +344,7 @@ fn promtool(args: &[&str], dir: &Path) -> (bool, String) {
         .current_dir(dir)
         .output()
         .expect("promtool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = flmon_tests::combined_output(&output);
     (output.status.success(), text)
 }
 

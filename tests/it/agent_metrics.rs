@@ -21,11 +21,7 @@ fn promtool_check(body: &str) -> (bool, String) {
         .unwrap();
     child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = flmon_tests::combined_output(&out);
     (out.status.success() && text.trim().is_empty(), text)
 }
 

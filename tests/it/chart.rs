@@ -20,11 +20,7 @@ fn helm(home: &Path) -> Command {
 }
 
 fn ok(out: Output, what: &str) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = flmon_tests::combined_output(&out);
     assert!(out.status.success(), "{what} failed:\n{text}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

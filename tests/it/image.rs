@@ -19,11 +19,7 @@ fn binaries_run_as_non_root_in_a_shell_less_font_less_root_filesystem() {
         .arg(bin_dir)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = flmon_tests::combined_output(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("flmon-agent runs as uid 65532"), "{text}");
     assert!(text.contains("rendered"), "{text}");

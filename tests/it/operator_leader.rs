@@ -12,7 +12,7 @@ use flmon_operator::leader::{LeaderElector, LeaseConfig};
 use flmon_tests::Kube;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use operator::{Operator, apply_yaml, eventually, install_flmon_crds, run_args, wait_condition};
+use operator::{Operator, apply_yaml, elected_args, eventually, install_flmon_crds, wait_condition};
 
 const MONITOR: &str = "apiVersion: flmon.io/v1alpha1
 kind: FLMonitor
@@ -22,21 +22,7 @@ spec:
 ";
 
 fn replica(namespace: &str, identity: &str) -> Operator {
-    let args = run_args(
-        namespace,
-        &[
-            "--leader-election",
-            "true",
-            "--pod-name",
-            identity,
-            "--lease-duration",
-            "4s",
-            "--lease-renew-deadline",
-            "3s",
-            "--lease-retry-period",
-            "500ms",
-        ],
-    );
+    let args = elected_args(namespace, identity, &[]);
     Operator::start(Kube::shared(), args)
 }
 

@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use operator::{Operator, condition, eventually, install_flmon_crds, run_args};
+use operator::{Operator, condition, elected_args, eventually, install_flmon_crds, run_args};
 use serde_json::json;
 
 const MONITOR: &str = "digits";
@@ -450,23 +450,7 @@ async fn a_follower_forwards_dashboard_requests_to_the_leader_or_says_why_it_can
     let port = free_port();
     let replica = |identity: &str, ip: &str| {
         let addr = format!("{ip}:{port}");
-        let args = run_args(
-            &operator_namespace,
-            &[
-                "--leader-election",
-                "true",
-                "--pod-name",
-                identity,
-                "--lease-duration",
-                "4s",
-                "--lease-renew-deadline",
-                "3s",
-                "--lease-retry-period",
-                "500ms",
-                "--dashboard-addr",
-                &addr,
-            ],
-        );
+        let args = elected_args(&operator_namespace, identity, &["--dashboard-addr", &addr]);
         Operator::start(kube, args)
     };
     let leader = replica("replica-a", "127.0.0.1");

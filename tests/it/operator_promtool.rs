@@ -98,11 +98,7 @@ fn promtool(args: &[&str], dir: &Path) -> String {
         .current_dir(dir)
         .output()
         .expect("promtool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = flmon_tests::combined_output(&output);
     assert!(
         output.status.success(),
         "promtool {} failed:\n{text}",

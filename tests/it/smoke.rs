@@ -208,11 +208,7 @@ async fn a_record_is_produced_and_consumed_through_the_real_broker() {
 
 fn run(cmd: &mut Command) -> (i32, String) {
     let out = cmd.output().expect("the tool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = flmon_tests::combined_output(&out);
     (out.status.code().unwrap_or(-1), text)
 }
 

@@ -30,6 +30,15 @@ pub fn set_detached(detached: bool) {
     process::DETACHED.store(detached, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// What a finished command printed, stdout then stderr, for assertions and failure messages.
+pub fn combined_output(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// The workspace root (the folder holding the top `Cargo.toml`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -55,6 +55,25 @@ pub fn run_args(namespace: &str, extra: &[&str]) -> RunArgs {
     }
 }
 
+/// `run_args` for a leader-electing replica named `identity`, with a short Lease so tests see
+/// takeovers within seconds, plus `extra`.
+pub fn elected_args(namespace: &str, identity: &str, extra: &[&str]) -> RunArgs {
+    let mut argv = vec![
+        "--leader-election",
+        "true",
+        "--pod-name",
+        identity,
+        "--lease-duration",
+        "4s",
+        "--lease-renew-deadline",
+        "3s",
+        "--lease-retry-period",
+        "500ms",
+    ];
+    argv.extend_from_slice(extra);
+    run_args(namespace, &argv)
+}
+
 /// An operator replica running on its own thread and runtime, so it outlives the runtime of the
 /// test that started it. Stopped (gracefully) on drop.
 pub struct Operator {
