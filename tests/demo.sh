@@ -22,6 +22,8 @@ TIMEOUT=${FLMON_DEMO_TIMEOUT:-900}
 SUBNET=10.77.0
 BRIDGE=flmon0
 export FLMON_TESTENV_DIR=${FLMON_TESTENV_DIR:-/tmp/flmon-demo-env}
+# Where cargo puts the binaries (CARGO_TARGET_DIR is honoured).
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 
 say() { printf '\033[1m[flmon-demo]\033[0m %s\n' "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || { say "the demo needs root for network namespaces (ip netns)"; exit 1; }
@@ -36,24 +38,24 @@ pids=()
 cleanup() {
   local rc=$?
   if [ "${FLMON_DEMO_KEEP:-0}" = 1 ] && [ $rc -eq 0 ]; then
-    say "left running (FLMON_DEMO_KEEP=1): KUBECONFIG=$KUBECONFIG; stop with: target/debug/flmon-testenv down"
+    say "left running (FLMON_DEMO_KEEP=1): KUBECONFIG=$KUBECONFIG; stop with: $BIN/flmon-testenv down"
     return
   fi
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  target/debug/flmon-testenv down >/dev/null 2>&1 || true
+  $BIN/flmon-testenv down >/dev/null 2>&1 || true
   ip link del "$BRIDGE" 2>/dev/null || true
   exit $rc
 }
 trap cleanup EXIT INT TERM
 
 # The pod network: a bridge whose address the broker listens on, so pods reach Kafka.
-target/debug/flmon-testenv down >/dev/null 2>&1 || true
+$BIN/flmon-testenv down >/dev/null 2>&1 || true
 ip link del "$BRIDGE" 2>/dev/null || true
 ip link add "$BRIDGE" type bridge && ip addr add "$SUBNET.1/24" dev "$BRIDGE" && ip link set "$BRIDGE" up
 
 say "starting etcd, kube-apiserver and Kafka"
-FLMON_KAFKA_HOST=$SUBNET.1 target/debug/flmon-testenv up >"$OUT/env.txt"
+FLMON_KAFKA_HOST=$SUBNET.1 $BIN/flmon-testenv up >"$OUT/env.txt"
 KUBECONFIG=$(sed -n 's/^KUBECONFIG=//p' "$OUT/env.txt")
 KAFKA=$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$OUT/env.txt")
 export KUBECONFIG
@@ -76,7 +78,7 @@ FLMON_OPERATOR_NAMESPACE=flmon-system FLMON_OPERATOR_POD_NAME=flmon-operator-dem
   FLMON_WEBHOOK_CONFIG_NAME=flmon FLMON_WEBHOOK_SERVICE=flmon-operator FLMON_WEBHOOK_TLS_SECRET=flmon-webhook-tls \
   FLMON_METRICS_ADDR=127.0.0.1:8081 FLMON_DASHBOARD_ADDR=127.0.0.1:8080 FLMON_AGENT_IMAGE=ghcr.io/flmon/flmon-agent:0.1.0 \
   FLMON_POLL_INTERVAL=2s FLMON_REPORT_DIR="$OUT" FLMON_LOG_FORMAT=text \
-  target/debug/flmon-operator run >"$OUT/logs/operator.log" 2>&1 &
+  $BIN/flmon-operator run >"$OUT/logs/operator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 60); do
   curl -sf http://127.0.0.1:8081/readyz >/dev/null && break
@@ -87,7 +89,7 @@ curl -sf http://127.0.0.1:8081/readyz >/dev/null || { say "the operator did not 
 say "playing the kubelet for namespace fl-demo (pods run as local processes in network namespaces)"
 "$PY" examples/demo/kubelet.py --kubeconfig "$KUBECONFIG" --kubectl "$KUBECTL" --namespace fl-demo \
   --bridge "$BRIDGE" --subnet "$SUBNET" --logs "$OUT/logs" --workdir "$ROOT" \
-  --image "ghcr.io/flmon/flmon-agent=$ROOT/target/debug/flmon-agent" --image "python=$PY" \
+  --image "ghcr.io/flmon/flmon-agent=$BIN/flmon-agent" --image "python=$PY" \
   >"$OUT/logs/kubelet.log" 2>&1 &
 pids+=($!)
 
