@@ -4,7 +4,9 @@
 #   docker build --target agent    -t ghcr.io/flmon/flmon-agent:0.1.0 .
 # Both run as uid 65532 on a minimal glibc base with no shell. The agent loads libnvidia-ml at run
 # time (the NVIDIA container runtime mounts it), so it is dynamically linked against glibc; fonts
-# for plots are embedded in the binaries, so the images need none.
+# for plots are embedded in the binaries, so the images need none. The agent is built on its own,
+# with the size-optimised `agent` profile, so it carries only its own crates' features (no regex
+# engine from the operator's log filter): it runs in every FL pod, and its code is resident.
 
 ARG RUST_VERSION=1.95.0
 
@@ -16,9 +18,10 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p flmon-operator -p flmon-agent \
+    cargo build --release --locked -p flmon-operator \
+ && cargo build --profile agent --locked -p flmon-agent \
  && mkdir -p /out \
- && cp target/release/flmon-operator target/release/flmon-agent /out/
+ && cp target/release/flmon-operator target/agent/flmon-agent /out/
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS base
 ARG VERSION=0.1.0

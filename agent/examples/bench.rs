@@ -3,9 +3,12 @@
 //! memory, CPU at 5 s sampling, and batched event ingest.
 //!
 //! ```text
-//! cargo build -p flmon-agent --bin flmon-agent --example bench
-//! target/debug/examples/bench [--kafka 127.0.0.1:9092] [--agent target/debug/flmon-agent]
+//! cargo build --profile agent -p flmon-agent --bin flmon-agent --example bench
+//! target/agent/examples/bench [--kafka 127.0.0.1:9092] [--agent target/agent/flmon-agent]
 //! ```
+//!
+//! The `agent` profile is what the image ships (built for size); a dev build's binary pages make
+//! its resident memory larger.
 //!
 //! With `--kafka`, the agent watches 3 topics × 3 partitions and 2 consumer groups there (created
 //! if missing), as in the SPEC's workload; 20 clients' training events fill the default history.
@@ -217,7 +220,7 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let agent_bin = arg("--agent").unwrap_or_else(|| "target/debug/flmon-agent".into());
+    let agent_bin = arg("--agent").unwrap_or_else(|| "target/agent/flmon-agent".into());
     let node_exporter = arg("--node-exporter").unwrap_or_else(|| "/usr/bin/prometheus-node-exporter".into());
     let kafka = arg("--kafka");
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);

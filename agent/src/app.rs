@@ -157,14 +157,19 @@ impl Shared {
     /// Every problem found in the batch.
     pub fn ingest_events(&self, body: &[u8], source: Source) -> Result<Applied, Vec<EventError>> {
         let started = Instant::now();
-        let parsed = events::parse_batch(body, self.default_client_id.as_deref());
+        let default_client_id = self.default_client_id.as_deref();
+        let validated = events::validate_batch(body, default_client_id);
         let now = unix_now();
         let result = {
             let mut training = lock(&self.training);
-            let result = match parsed {
-                Ok(batch) => {
-                    let applied = training.apply(batch, source, now, &mut lock(&self.history));
-                    Ok(applied)
+            let result = match validated {
+                Ok(unknown_fields) => {
+                    let mut history = lock(&self.history);
+                    Ok(
+                        training.apply_each(source, now, &mut history, unknown_fields, |apply| {
+                            events::for_each_event(body, default_client_id, apply);
+                        }),
+                    )
                 }
                 Err(errors) => {
                     training.count_rejected(source);

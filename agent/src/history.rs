@@ -22,6 +22,58 @@ pub(crate) fn opt_num<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::
     }
 }
 
+/// An optional number in 8 bytes where `Option<f64>` takes 16 (the client-update ring holds
+/// 10 000 records by default). Absent is a NaN payload no parsed value carries: JSON's `NaN`
+/// parses to the canonical quiet NaN. Serialized as [`opt_num`] serializes an `Option<f64>`.
+#[derive(Clone, Copy)]
+pub struct OptNum(u64);
+
+/// The bits of an absent [`OptNum`]: a signalling NaN with a payload of its own.
+const ABSENT: u64 = 0x7ff4_0000_0000_f1a6;
+
+impl OptNum {
+    /// The number, if present.
+    pub fn get(self) -> Option<f64> {
+        (self.0 != ABSENT).then(|| f64::from_bits(self.0))
+    }
+
+    /// Whether the number is absent.
+    pub fn is_none(&self) -> bool {
+        self.0 == ABSENT
+    }
+}
+
+impl From<Option<f64>> for OptNum {
+    fn from(v: Option<f64>) -> Self {
+        // Any NaN is kept as the canonical one, so no value can turn into "absent".
+        OptNum(v.map_or(ABSENT, |n| {
+            if n.is_nan() {
+                f64::NAN.to_bits()
+            } else {
+                n.to_bits()
+            }
+        }))
+    }
+}
+
+impl PartialEq for OptNum {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl std::fmt::Debug for OptNum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl Serialize for OptNum {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        opt_num(&self.get(), s)
+    }
+}
+
 /// A `round_end` as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RoundRecord {
@@ -79,14 +131,14 @@ pub struct ClientRecord {
     /// Unix time.
     pub time: f64,
     /// Local loss.
-    #[serde(serialize_with = "opt_num", skip_serializing_if = "Option::is_none")]
-    pub loss: Option<f64>,
+    #[serde(skip_serializing_if = "OptNum::is_none")]
+    pub loss: OptNum,
     /// Local accuracy (0–1).
-    #[serde(serialize_with = "opt_num", skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "OptNum::is_none")]
+    pub accuracy: OptNum,
     /// Local training seconds.
-    #[serde(serialize_with = "opt_num", skip_serializing_if = "Option::is_none")]
-    pub training_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "OptNum::is_none")]
+    pub training_seconds: OptNum,
     /// Samples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples: Option<u64>,
@@ -388,6 +440,26 @@ fn tail<T: Clone>(ring: &Ring<T>, since: u64, seq_of: impl Fn(&T) -> u64) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_numbers_keep_every_value_and_absence_apart() {
+        for v in [
+            Some(0.25),
+            Some(-0.0),
+            Some(f64::INFINITY),
+            Some(f64::NEG_INFINITY),
+            None,
+        ] {
+            assert_eq!(OptNum::from(v).get().map(f64::to_bits), v.map(f64::to_bits));
+        }
+        // Any NaN, whatever its payload, stays a NaN and never reads as absent.
+        let odd_nan = f64::from_bits(ABSENT);
+        assert!(OptNum::from(Some(odd_nan)).get().is_some_and(f64::is_nan));
+        let json = |v: Option<f64>| serde_json::to_string(&OptNum::from(v)).unwrap_or_default();
+        assert_eq!(json(Some(f64::NAN)), r#""NaN""#);
+        assert_eq!(json(Some(1.5)), "1.5");
+        assert_eq!(json(None), "null");
+    }
 
     fn round(n: u64) -> RoundRecord {
         RoundRecord {

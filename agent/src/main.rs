@@ -3,22 +3,46 @@
 use clap::Parser as _;
 use flmon_agent::Config;
 use flmon_agent::config::LogFormat;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
-// Two workers: the agent is a small sidecar, and the default (one per node CPU) would start dozens.
-#[tokio::main(worker_threads = 2)]
+// One worker: the agent is a small sidecar whose collectors sample on threads of their own; each
+// further worker would keep a malloc arena holding its share of request buffers.
+#[tokio::main(worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, bad_filter) = log_filter(std::env::var("RUST_LOG").ok());
     match config.log_format {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(ansi)
+            let layer = tracing_subscriber::fmt::layer().with_ansi(ansi);
+            tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
                 .init();
         }
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => {
+            let layer = tracing_subscriber::fmt::layer().json();
+            tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
+                .init();
+        }
+    }
+    if let Some((value, error)) = bad_filter {
+        tracing::warn!(RUST_LOG = %value, %error, "ignoring RUST_LOG: expected a level or target=level pairs separated by commas; logging at info");
     }
     flmon_agent::run(config).await
+}
+
+/// The log filter from `RUST_LOG` (`info`, `warn,flmon_agent=debug`, …): levels by target, without
+/// the span and field matching of `EnvFilter`, whose regex engine would double the code the agent
+/// keeps resident. Info when unset; a value that does not parse is reported once logging is up.
+fn log_filter(value: Option<String>) -> (Targets, Option<(String, String)>) {
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    match value.filter(|v| !v.trim().is_empty()) {
+        None => (default(), None),
+        Some(v) => match v.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (default(), Some((v, e.to_string()))),
+        },
+    }
 }

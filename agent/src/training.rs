@@ -75,8 +75,49 @@ struct Run {
     /// The `round_end` of the highest round, in full (the gauges show it).
     latest: Option<RoundEnd>,
     /// Fingerprints of client updates by round and client.
-    updates: BTreeMap<u64, HashMap<Arc<str>, u64>>,
+    updates: BTreeMap<u64, RoundUpdates>,
     last_used: u64,
+}
+
+/// Fingerprints of one round's client updates, sorted by client id and sized exactly: 24 bytes
+/// a client where a hash map takes about twice that, and a run remembers `keep_rounds` rounds.
+#[derive(Default)]
+struct RoundUpdates(Vec<(Arc<str>, u64)>);
+
+impl RoundUpdates {
+    fn position(&self, client: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(c, _)| (**c).cmp(client))
+    }
+
+    /// The fingerprint recorded for `client`.
+    fn get(&self, client: &str) -> Option<u64> {
+        let i = self.position(client).ok()?;
+        self.0.get(i).map(|(_, f)| *f)
+    }
+
+    /// Records (or replaces) the fingerprint of `client`'s update.
+    fn insert(&mut self, client: Arc<str>, fingerprint: u64) {
+        match self.position(&client) {
+            Ok(i) => {
+                if let Some(entry) = self.0.get_mut(i) {
+                    entry.1 = fingerprint;
+                }
+            }
+            Err(i) => {
+                self.0.reserve_exact(1);
+                self.0.insert(i, (client, fingerprint));
+            }
+        }
+    }
+
+    /// Clients with an update.
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Segmentation of the implicit (pod uid) run.
@@ -153,15 +194,28 @@ impl Training {
 
     /// Applies a validated batch at Unix time `now`, recording new and replacing events in `history`.
     pub fn apply(&mut self, batch: Batch, source: Source, now: f64, history: &mut History) -> Applied {
+        self.apply_each(source, now, history, batch.unknown_fields, |apply| {
+            batch.events.into_iter().for_each(apply);
+        })
+    }
+
+    /// Applies the events that `events` hands over, one at a time, as one validated batch that
+    /// carried `unknown_fields` unknown fields (see [`crate::events::for_each_event`]).
+    pub fn apply_each(
+        &mut self,
+        source: Source,
+        now: f64,
+        history: &mut History,
+        unknown_fields: u64,
+        events: impl FnOnce(&mut dyn FnMut(Event)),
+    ) -> Applied {
         *self.batches.entry((source.label(), "accepted")).or_default() += 1;
-        self.unknown_fields += batch.unknown_fields;
+        self.unknown_fields += unknown_fields;
         let mut applied = Applied::default();
-        for event in batch.events {
-            match event {
-                Event::RoundEnd(r) => self.apply_round(r, source, now, history, &mut applied),
-                Event::ClientUpdate(u) => self.apply_update(u, source, now, history, &mut applied),
-            }
-        }
+        events(&mut |event| match event {
+            Event::RoundEnd(r) => self.apply_round(r, source, now, history, &mut applied),
+            Event::ClientUpdate(u) => self.apply_update(u, source, now, history, &mut applied),
+        });
         self.ignored += applied.ignored;
         self.replaced += applied.replaced;
         applied
@@ -318,7 +372,7 @@ impl Training {
                 .runs
                 .get(&run_id)
                 .and_then(|run| run.updates.get(&u.round))
-                .is_some_and(|m| m.contains_key(&client));
+                .is_some_and(|m| m.get(&client).is_some());
             let went_back = self
                 .implicit
                 .client_last
@@ -337,7 +391,7 @@ impl Training {
         let fingerprint = Event::ClientUpdate(u.clone()).fingerprint();
         let round_updates = run.updates.entry(u.round).or_default();
         let replaces = match round_updates.get(&client) {
-            Some(p) if *p == fingerprint => {
+            Some(p) if p == fingerprint => {
                 out.ignored += 1;
                 return;
             }
@@ -372,9 +426,9 @@ impl Training {
             round: u.round,
             client_id: client,
             time,
-            loss: u.loss,
-            accuracy: u.accuracy,
-            training_seconds: u.training_seconds,
+            loss: u.loss.into(),
+            accuracy: u.accuracy.into(),
+            training_seconds: u.training_seconds.into(),
             samples: u.samples,
             replaces,
         });

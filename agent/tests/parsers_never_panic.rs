@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use flmon_agent::collectors::{cgroup, procfs};
-use flmon_agent::events::{Event, parse_batch};
+use flmon_agent::events::{Event, for_each_event, parse_batch, validate_batch};
 use flmon_agent::json;
 use flmon_agent::librdkafka::{self, LibrdkafkaState};
 use proptest::prelude::*;
@@ -65,6 +65,37 @@ fn batch() -> impl Strategy<Value = String> {
     })
 }
 
+/// Mostly valid events (non-finite losses, unknown fields, a missing client id), and now and then
+/// a broken one, so that whole batches are accepted as often as rejected.
+fn mostly_valid_event() -> impl Strategy<Value = String> {
+    let number = prop_oneof![
+        (0.0f64..5.0).prop_map(|f| f.to_string()),
+        Just("NaN".to_owned()),
+        Just("Infinity".to_owned()),
+        Just("null".to_owned()),
+    ];
+    prop_oneof![
+        (0u64..50, number.clone(), 0u64..20).prop_map(|(round, loss, n)| format!(
+            r#"{{"type":"round_end","run_id":"r","round":{round},"global_loss":{loss},"participants":{n},"extra":1}}"#
+        )),
+        (0u64..50, number, prop::option::of("[a-z0-9-]{1,8}")).prop_map(|(round, loss, client)| {
+            let client = client.map_or(String::new(), |c| format!(r#","client_id":"{c}""#));
+            format!(r#"{{"type":"client_update","round":{round},"loss":{loss}{client}}}"#)
+        }),
+        event(),
+    ]
+}
+
+fn mostly_valid_batch() -> impl Strategy<Value = String> {
+    (prop::collection::vec(mostly_valid_event(), 1..8), any::<bool>()).prop_map(|(events, array)| {
+        if array {
+            format!("[{}]", events.join(","))
+        } else {
+            events.join("\n")
+        }
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -99,6 +130,24 @@ proptest! {
                     prop_assert!(!e.expected.is_empty());
                 }
             }
+        }
+    }
+
+    /// The agent applies a batch in two passes (validate, then apply event by event): the two
+    /// passes accept exactly what one parse accepts, and hand over the same events in order.
+    #[test]
+    fn two_pass_ingest_accepts_and_applies_what_one_parse_does(body in mostly_valid_batch(), client in prop::option::of(Just("site-1"))) {
+        let once = parse_batch(body.as_bytes(), client);
+        match validate_batch(body.as_bytes(), client) {
+            Ok(unknown_fields) => {
+                let mut events = Vec::new();
+                for_each_event(body.as_bytes(), client, &mut |e| events.push(e));
+                let batch = once.unwrap();
+                prop_assert_eq!(batch.unknown_fields, unknown_fields);
+                // Compared as text: NaN, a valid loss, is not equal to itself.
+                prop_assert_eq!(format!("{:?}", batch.events), format!("{events:?}"));
+            }
+            Err(errors) => prop_assert_eq!(once.unwrap_err(), errors),
         }
     }
 
