@@ -265,7 +265,7 @@ impl Notification {
                 format!(
                     "{}{scope} firing: {summary} (value {})",
                     alert.alertname(),
-                    alert.value
+                    crate::analysis::stats::significant(alert.value)
                 )
             }
             NotificationKind::Resolved => format!("{}{scope} resolved: {summary}", alert.alertname()),

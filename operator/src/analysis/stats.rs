@@ -1,6 +1,17 @@
 //! Exact running statistics that take O(1) memory: mean and sample variance (Welford), least-squares
 //! slope, a fixed window of the latest values, and quantiles of a small batch.
 
+/// `x` rounded to five significant digits: what `kubectl get flm` and alert messages show (the
+/// exact values are in the report and on `/metrics`). Zero and non-finite values are unchanged.
+pub fn significant(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let digits = 5 - x.abs().log10().ceil() as i32;
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
 /// Running mean and sample variance (Welford's algorithm, numerically stable).
 ///
 /// For values x₁…xₙ: `mean = Σxᵢ / n`; `M2 = Σ(xᵢ − mean)²`, updated per value as

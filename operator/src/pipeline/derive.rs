@@ -13,6 +13,7 @@ use flmon_crds::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Map, Value, json};
 
+use crate::analysis::stats;
 use crate::analysis::{Analysis, AnalysisConfig, ClientSummary, ConfigError, Metric, State, Trend};
 use crate::controller::status::{DesiredCondition, set_condition};
 
@@ -105,17 +106,6 @@ pub fn phase(analysis: &Analysis, pods: Pods, current: Option<Phase>) -> Phase {
     }
 }
 
-/// `x` to five significant digits: what `kubectl get flm` shows, and the status changes only when
-/// the value does at that precision (the exact values are in the report and on `/metrics`).
-fn significant(x: f64) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    let digits = 5 - x.abs().log10().ceil() as i32;
-    let scale = 10f64.powi(digits);
-    (x * scale).round() / scale
-}
-
 fn finite(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite())
 }
@@ -166,10 +156,10 @@ pub fn training_status(
     let mut status = current.clone();
     status.phase = Some(phase);
     status.round = analysis.round.and_then(|r| i64::try_from(r).ok());
-    status.global_loss = finite(analysis.global_loss).map(significant);
+    status.global_loss = finite(analysis.global_loss).map(stats::significant);
     status.global_accuracy = finite(analysis.global_accuracy)
         .filter(|a| (0.0..=1.0).contains(a))
-        .map(significant);
+        .map(stats::significant);
     status.active_clients = analysis.active_clients.and_then(|n| i32::try_from(n).ok());
     let c = &analysis.convergence;
     status.convergence = analysis.round.map(|_| ConvergenceStatus {

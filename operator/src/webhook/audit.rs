@@ -34,6 +34,9 @@ pub struct AgentAudit {
     pub outdated_names: Vec<String>,
     /// Other monitors that also select this monitor's pods.
     pub conflicts: BTreeSet<String>,
+    /// Pods the monitor selects that have finished (Succeeded or Failed): not audited, since a
+    /// pod gets the agent only when created, but named in the condition when no live pod is left.
+    pub finished: i32,
 }
 
 /// An `AgentsInjected` condition, for the controller to stamp with times and generation.
@@ -71,13 +74,17 @@ pub fn audit(
 ) -> AgentAudit {
     let current_hash = monitor.config_hash(defaults);
     let mut audit = AgentAudit::default();
-    for pod in pods.iter().filter(|p| is_live(p)) {
+    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
         let annotations = pod.metadata.annotations.as_ref();
         let names_it = annotations
             .and_then(|a| a.get(names::ANNOTATION_INJECT))
             .is_some_and(|v| v.trim() == monitor.name);
         let selects = selector::matches(&monitor.selector, pod.metadata.labels.as_ref()) == Ok(true);
         if !selects && !names_it {
+            continue;
+        }
+        if !is_live(pod) {
+            audit.finished += 1;
             continue;
         }
         audit.selected += 1;
@@ -181,6 +188,20 @@ impl AgentAudit {
                      InjectionSkipped Events{conflicts}",
                     reasons.join(", "),
                     list(&self.skipped_names, total)
+                ),
+            }
+        } else if self.selected == 0 && self.finished > 0 {
+            AgentsInjected {
+                ok: true,
+                reason: "NoPods",
+                message: format!(
+                    "no selected pod is running: {} selected {} finished{conflicts}",
+                    self.finished,
+                    if self.finished == 1 {
+                        "pod has"
+                    } else {
+                        "pods have"
+                    }
                 ),
             }
         } else if self.selected == 0 {
@@ -301,6 +322,39 @@ mod tests {
         let audit = audit(&monitors[0], &monitors, &[done, opted_out], &defaults());
         assert_eq!((audit.selected, audit.missing), (1, 0));
         assert_eq!(audit.condition().reason, "AllInjected");
+    }
+
+    #[test]
+    fn a_finished_job_is_told_apart_from_one_not_started() {
+        let monitors = [monitor()];
+        let condition = audit(&monitors[0], &monitors, &[], &defaults()).condition();
+        assert_eq!(condition.reason, "NoPods");
+        assert!(
+            condition.message.contains("no pod is selected yet"),
+            "{}",
+            condition.message
+        );
+        let finished: Vec<Pod> = ["Succeeded", "Failed"]
+            .iter()
+            .enumerate()
+            .map(|(i, phase)| {
+                let mut p = injected(&pod(&format!("mnist-{i}"), "mnist"), &monitors, &defaults());
+                p.status = Some(PodStatus {
+                    phase: Some((*phase).to_owned()),
+                    ..Default::default()
+                });
+                p
+            })
+            .collect();
+        let audit = audit(&monitors[0], &monitors, &finished, &defaults());
+        assert_eq!((audit.selected, audit.finished, audit.missing), (0, 2, 0));
+        let condition = audit.condition();
+        assert!(condition.ok);
+        assert_eq!(condition.reason, "NoPods");
+        assert_eq!(
+            condition.message,
+            "no selected pod is running: 2 selected pods have finished"
+        );
     }
 
     #[test]

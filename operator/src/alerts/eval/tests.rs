@@ -551,7 +551,8 @@ fn status_alerts_name_the_rule_the_pod_and_since_when() {
 fn event_notes_say_which_alert_where_and_the_value() {
     let rule = rule("high-cpu", "{metric: cpuUsage, op: '>', threshold: 90}", "");
     let mut evaluator = Evaluator::new();
-    let sample = Sample::new(m::CPU_USAGE_PERCENT, &[("pod", "a")], 95.5, t(0));
+    // The value as a person reads it: five significant digits.
+    let sample = Sample::new(m::CPU_USAGE_PERCENT, &[("pod", "a")], 95.512_345_678, t(0));
     let firing = evaluator.evaluate(t(0), &mnist(), &[&rule], &[sample]);
     let note = &firing.notify[0];
     assert_eq!(
@@ -560,7 +561,7 @@ fn event_notes_say_which_alert_where_and_the_value() {
     );
     assert_eq!(
         note.event_note(),
-        "HighCpu (pod=a) firing: high-cpu happened (value 95.5)"
+        "HighCpu (pod=a) firing: high-cpu happened (value 95.512)"
     );
     let resolved = evaluator.evaluate(t(30), &mnist(), &[&rule], &[]);
     let note = &resolved.notify[0];

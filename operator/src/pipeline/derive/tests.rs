@@ -310,9 +310,9 @@ fn an_unknown_trend_is_not_written() {
 
 #[test]
 fn status_values_keep_five_significant_digits_for_kubectl() {
-    assert_eq!(super::significant(0.2611684486902472), 0.26117);
-    assert_eq!(super::significant(0.9488888888888888), 0.94889);
-    assert_eq!(super::significant(1.234567), 1.2346);
-    assert_eq!(super::significant(1.23456e-5), 1.2346e-5);
-    assert_eq!(super::significant(0.0), 0.0);
+    assert_eq!(crate::analysis::stats::significant(0.2611684486902472), 0.26117);
+    assert_eq!(crate::analysis::stats::significant(0.9488888888888888), 0.94889);
+    assert_eq!(crate::analysis::stats::significant(1.234567), 1.2346);
+    assert_eq!(crate::analysis::stats::significant(1.23456e-5), 1.2346e-5);
+    assert_eq!(crate::analysis::stats::significant(0.0), 0.0);
 }
