@@ -246,7 +246,6 @@ impl Connections {
 
     /// Sends one review and reads the whole answer; returns the time from send to last byte.
     async fn review(&self, body: bytes::Bytes, uri: &str) -> Duration {
-        use http_body_util::BodyExt as _;
         let request = http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::HOST, "127.0.0.1")
@@ -256,12 +255,7 @@ impl Connections {
             Protocol::Http2 => {
                 let mut sender = self.http2.clone().expect("the HTTP/2 connection");
                 let sent = Instant::now();
-                let response = sender.send_request(request).await.expect("an answer");
-                assert_eq!(response.status(), http::StatusCode::OK);
-                let bytes = response.into_body().collect().await.expect("a body").to_bytes();
-                let elapsed = sent.elapsed();
-                assert!(bytes.len() > 100, "a review with a patch");
-                elapsed
+                read_answer(sent, sender.send_request(request).await).await
             }
             Protocol::Http1 => {
                 let idle = self.idle.borrow_mut().pop();
@@ -276,16 +270,26 @@ impl Connections {
                     }
                 };
                 let sent = Instant::now();
-                let response = sender.send_request(request).await.expect("an answer");
-                assert_eq!(response.status(), http::StatusCode::OK);
-                let bytes = response.into_body().collect().await.expect("a body").to_bytes();
-                let elapsed = sent.elapsed();
-                assert!(bytes.len() > 100, "a review with a patch");
+                let elapsed = read_answer(sent, sender.send_request(request).await).await;
                 self.idle.borrow_mut().push(sender);
                 elapsed
             }
         }
     }
+}
+
+/// Reads an answer to its last byte and checks it carries a patch; the time since `sent`.
+async fn read_answer(
+    sent: Instant,
+    response: hyper::Result<http::Response<hyper::body::Incoming>>,
+) -> Duration {
+    use http_body_util::BodyExt as _;
+    let response = response.expect("an answer");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let bytes = response.into_body().collect().await.expect("a body").to_bytes();
+    let elapsed = sent.elapsed();
+    assert!(bytes.len() > 100, "a review with a patch");
+    elapsed
 }
 
 /// Open-loop AdmissionReviews at [`RATE_PER_SECOND`] from the calling (single-threaded) runtime
