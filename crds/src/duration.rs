@@ -10,6 +10,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const DURATION_PATTERN: &str =
     "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$";
 
+/// Longest duration string accepted (also bounds the CEL rule's cost).
+pub const MAX_LENGTH: usize = 64;
+
+/// What a duration looks like, as error messages say it.
+pub const EXPECTED: &str =
+    "expected Prometheus syntax such as 30s, 5m or 1h30m (units y, w, d, h, m, s, ms, largest first)";
+
 /// A duration written in Prometheus syntax: units `y`, `w`, `d`, `h`, `m`, `s`, `ms`, largest first,
 /// each at most once (`1h30m`, `90s`, `0`). Kept as the user wrote it so it round-trips unchanged
 /// into generated PrometheusRules.
@@ -81,6 +88,9 @@ impl FromStr for Duration {
         };
         if s.is_empty() {
             return Err(err("empty"));
+        }
+        if s.len() > MAX_LENGTH {
+            return Err(err("longer than 64 characters"));
         }
         if s == "0" {
             return Ok(Duration {
@@ -166,10 +176,16 @@ impl JsonSchema for Duration {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // A CEL rule rather than `pattern`: the API server then answers with the value and a
+        // sentence (`"5 seconds" is not a duration: …`) instead of the regular expression.
         json_schema!({
             "type": "string",
             "minLength": 1,
-            "pattern": DURATION_PATTERN,
+            "maxLength": MAX_LENGTH,
+            "x-kubernetes-validations": [{
+                "rule": format!("self.matches('{DURATION_PATTERN}')"),
+                "messageExpression": format!("'\"' + self + '\" is not a duration: {EXPECTED}'"),
+            }],
         })
     }
 }

@@ -321,6 +321,12 @@ async fn invalid_flmonitors_are_rejected_with_a_message_naming_the_field() {
             "  agent: {sampleInterval: 5 seconds}\n",
             "spec.agent.sampleInterval",
         ),
+        // The value and what a duration looks like, not the regular expression behind it.
+        (
+            "bad-duration-message",
+            "  agent: {sampleInterval: 5 seconds}\n",
+            "\"5 seconds\" is not a duration: expected Prometheus syntax such as 30s, 5m or 1h30m",
+        ),
         (
             "bad-target",
             "  analysis: {targetAccuracy: 1.5}\n",
