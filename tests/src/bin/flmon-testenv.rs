@@ -47,11 +47,33 @@ fn up() -> Result<()> {
     Ok(())
 }
 
+fn signal_group(signal: &str, pgid: u32) -> bool {
+    std::process::Command::new("kill")
+        .args([signal, "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Ends the process groups: SIGTERM, then waits until they are gone (up to 15 s, then SIGKILL),
+/// so that `down` returns once the ports and files are free.
 fn stop_groups(pgids: &[u32]) {
     for pgid in pgids {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", "--", &format!("-{pgid}")])
-            .status();
+        signal_group("-TERM", *pgid);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let alive: Vec<u32> = pgids.iter().copied().filter(|p| signal_group("-0", *p)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            for pgid in alive {
+                signal_group("-KILL", pgid);
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
