@@ -178,7 +178,10 @@ pub struct KafkaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 249))]
     pub events_topic: Option<String>,
-    /// Security protocol of the connection.
+    /// Security protocol of the connection. The default agent image speaks `PLAINTEXT` and
+    /// `SASL_PLAINTEXT` (mechanism `PLAIN`); `SSL`, `SASL_SSL` and the SCRAM mechanisms need an
+    /// agent built with rdkafka's `ssl` feature, and the default one reports them as a failed
+    /// Kafka collector (`flmon_agent_collector_success{collector="kafka"} 0`, one log line).
     #[serde(default)]
     pub security_protocol: KafkaSecurityProtocol,
     /// SASL authentication; credentials come from a Secret in this namespace, never inline.
