@@ -281,11 +281,12 @@ impl Config {
                     .into(),
             });
         }
-        if self.sample_interval < Duration::from_millis(100) {
+        let min = flmon_crds::flmonitor::MIN_SAMPLE_INTERVAL_MS;
+        if self.sample_interval < Duration::from_millis(min) {
             return Err(ConfigError {
                 setting: env::SAMPLE_INTERVAL.into(),
-                value: format!("{:?}", self.sample_interval),
-                expected: "at least 100ms".into(),
+                value: format!("{}ms", self.sample_interval.as_millis()),
+                expected: format!("at least {min}ms"),
             });
         }
         for (setting, value) in [

@@ -274,9 +274,21 @@ fn default_password_key() -> String {
     "password".to_owned()
 }
 
+/// The shortest sampling interval the agent accepts, in milliseconds.
+pub const MIN_SAMPLE_INTERVAL_MS: u64 = 100;
+
+/// The durations shorter than [`MIN_SAMPLE_INTERVAL_MS`] (every unit zero, and under 100 ms): the
+/// CEL rule on `spec.agent` refuses them, so a monitor cannot inject an agent that would not start.
+pub const SAMPLE_INTERVAL_TOO_SHORT: &str = "^(0|(0+[ywdhms])*(0*[0-9]{1,2}ms)?)$";
+
 /// Settings of the injected agent.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": format!("!has(self.sampleInterval) || !self.sampleInterval.matches('{SAMPLE_INTERVAL_TOO_SHORT}')"),
+    "fieldPath": ".sampleInterval",
+    "messageExpression": "'\"' + self.sampleInterval + '\" is too short: the agent samples at most every 100ms'",
+}]))]
 pub struct AgentSpec {
     /// Agent image; defaults to the operator's own release of the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -762,4 +774,48 @@ pub struct GeneratedObjects {
     /// Dashboard ConfigMap as `namespace/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CEL rule's expression and the agent's minimum agree: it matches exactly the durations
+    /// shorter than [`MIN_SAMPLE_INTERVAL_MS`].
+    #[test]
+    fn the_sample_interval_rule_refuses_exactly_what_the_agent_would() {
+        let too_short = regex::Regex::new(SAMPLE_INTERVAL_TOO_SHORT).expect("a valid expression");
+        for text in [
+            "0",
+            "0s",
+            "0ms",
+            "00ms",
+            "50ms",
+            "99ms",
+            "0s99ms",
+            "0h0m0s",
+            "0m50ms",
+            "100ms",
+            "101ms",
+            "1000ms",
+            "1s",
+            "5s",
+            "0s100ms",
+            "1m",
+            "0m30s",
+            "1h30m",
+            "1d",
+            "2w",
+            "1y",
+            "10ms",
+            "1ms",
+            "0y0w0d0h0m0s0ms",
+            "1s0ms",
+            "0s1ms",
+        ] {
+            let duration: Duration = text.parse().expect("a Prometheus duration");
+            let short = duration.as_std().as_millis() < u128::from(MIN_SAMPLE_INTERVAL_MS);
+            assert_eq!(too_short.is_match(text), short, "{text}");
+        }
+    }
 }

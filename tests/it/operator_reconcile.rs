@@ -327,6 +327,17 @@ async fn invalid_flmonitors_are_rejected_with_a_message_naming_the_field() {
             "  agent: {sampleInterval: 5 seconds}\n",
             "\"5 seconds\" is not a duration: expected Prometheus syntax such as 30s, 5m or 1h30m",
         ),
+        // Shorter than the agent samples: refused here rather than by a crash-looping sidecar.
+        (
+            "too-fast",
+            "  agent: {sampleInterval: 50ms}\n",
+            "\"50ms\" is too short: the agent samples at most every 100ms",
+        ),
+        (
+            "too-fast-field",
+            "  agent: {sampleInterval: 0s}\n",
+            "spec.agent.sampleInterval",
+        ),
         (
             "bad-target",
             "  analysis: {targetAccuracy: 1.5}\n",

@@ -63,6 +63,16 @@ pub fn validate_monitor(monitor: &FLMonitor, settings: &Settings) -> Result<(), 
             "matchLabels or matchExpressions (an empty selector selects every pod of the namespace)",
         ));
     }
+    // The CRD refuses these too; a monitor stored before that rule must not inject an agent
+    // that would refuse to start.
+    let min = flmon_crds::flmonitor::MIN_SAMPLE_INTERVAL_MS;
+    if spec.agent.sample_interval.as_std() < std::time::Duration::from_millis(min) {
+        return Err(FieldError::new(
+            "spec.agent.sampleInterval",
+            spec.agent.sample_interval.to_string(),
+            format!("at least {min}ms: the agent samples at most that often"),
+        ));
+    }
     validate_qualified_name("spec.roles.role.key", &spec.roles.role.key)?;
     validate_qualified_name("spec.roles.clientId.key", &spec.roles.client_id.key)?;
     for (key, value) in &spec.prometheus.labels {
@@ -292,6 +302,22 @@ spec:
             serde_yaml_ng::from_str("matchExpressions: [{key: app, operator: In}]").expect("selector parses");
         let error = validate_monitor(&m, &settings()).expect_err("In without values");
         assert_eq!(error.field, "spec.selector.matchExpressions[0].values");
+    }
+
+    #[test]
+    fn a_sample_interval_the_agent_would_refuse_is_invalid() {
+        let mut m = monitor(BASE);
+        for (text, ok) in [("50ms", false), ("0s", false), ("100ms", true), ("5s", true)] {
+            m.spec.agent.sample_interval = text.parse().expect("a duration");
+            let result = validate_monitor(&m, &settings());
+            assert_eq!(result.is_ok(), ok, "{text}: {result:?}");
+        }
+        m.spec.agent.sample_interval = "50ms".parse().expect("a duration");
+        let error = validate_monitor(&m, &settings()).expect_err("too short");
+        assert_eq!(
+            (error.field.as_str(), error.value.as_str()),
+            ("spec.agent.sampleInterval", "50ms")
+        );
     }
 
     #[test]
