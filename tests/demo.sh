@@ -7,8 +7,8 @@
 #   5. plays the kubelet's part for those pods, openly (examples/demo/kubelet.py): each pod gets its
 #      own network namespace and its containers, the app and the injected flmon-agent, run as
 #      local processes; a real FedAvg run over Kafka on scikit-learn's digits follows;
-#   6. shows progress, then `kubectl get flm`, the firing alerts, and where the plots, report and
-#      dashboard page are.
+#   6. shows progress, then `kubectl get flm`, the alerts (firing now, and every firing and
+#      resolution of the run), and where the plots, report and dashboard page are.
 # Needs root (network namespaces). Installs what is missing first.
 #
 # Environment: FLMON_DEMO_ROUNDS (default 40), FLMON_DEMO_OUT (default ./out/demo),
@@ -38,7 +38,8 @@ pids=()
 cleanup() {
   local rc=$?
   if [ "${FLMON_DEMO_KEEP:-0}" = 1 ] && [ $rc -eq 0 ]; then
-    say "left running (FLMON_DEMO_KEEP=1): KUBECONFIG=$KUBECONFIG; stop with: $BIN/flmon-testenv down"
+    say "left running (FLMON_DEMO_KEEP=1): export KUBECONFIG=$KUBECONFIG"
+    say "stop with: kill ${pids[*]}; $BIN/flmon-testenv down; ip link del $BRIDGE"
     return
   fi
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -157,9 +158,12 @@ k -n fl-demo get flm
 echo
 k -n fl-demo get flm digits-fedavg -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}) {.message}{"\n"}{end}'
 echo
-say "firing alerts"
-k -n fl-demo get flm digits-fedavg -o jsonpath='{range .status.firingAlerts[*]}{.alertname}: {.message}{"\n"}{end}'
-k -n fl-demo get events --field-selector reason=AlertFiring -o custom-columns='TIME:.metadata.creationTimestamp,OBJECT:.involvedObject.name,MESSAGE:.message' 2>/dev/null || true
+say "alerts: firing now, then every alert Event of the run"
+firing=$(k -n fl-demo get flm digits-fedavg -o jsonpath='{range .status.firingAlerts[*]}{.alertname} {end}')
+echo "firing now: ${firing:-none}"
+k -n fl-demo get events --field-selector involvedObject.name=digits-fedavg --sort-by=.metadata.creationTimestamp \
+  -o custom-columns='TIME:.metadata.creationTimestamp,REASON:.reason,MESSAGE:.message' 2>/dev/null |
+  awk 'NR == 1 || $2 ~ /^Alert/' || true
 say "pod annotations"
 k -n fl-demo get pods -o custom-columns='POD:.metadata.name,TREND:.metadata.annotations.flmon\.io/client-trend,STRAGGLER:.metadata.annotations.flmon\.io/straggler'
 curl -sf http://127.0.0.1:8080/ -o "$OUT/dashboard-index.html" || true
