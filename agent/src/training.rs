@@ -79,8 +79,9 @@ struct Run {
     last_used: u64,
 }
 
-/// Fingerprints of one round's client updates, sorted by client id and sized exactly: 24 bytes
-/// a client where a hash map takes about twice that, and a run remembers `keep_rounds` rounds.
+/// Fingerprints of one round's client updates, sorted by client id: 24 bytes a client where a
+/// hash map takes about twice that, and a run remembers `keep_rounds` rounds. A round's vector
+/// grows as usual while its updates arrive and is trimmed to size once a later round starts.
 #[derive(Default)]
 struct RoundUpdates(Vec<(Arc<str>, u64)>);
 
@@ -103,11 +104,13 @@ impl RoundUpdates {
                     entry.1 = fingerprint;
                 }
             }
-            Err(i) => {
-                self.0.reserve_exact(1);
-                self.0.insert(i, (client, fingerprint));
-            }
+            Err(i) => self.0.insert(i, (client, fingerprint)),
         }
+    }
+
+    /// Gives back the room kept for more updates (the round is over).
+    fn trim(&mut self) {
+        self.0.shrink_to_fit();
     }
 
     /// Clients with an update.
@@ -389,6 +392,12 @@ impl Training {
         let keep = self.config.keep_rounds.max(1);
         let run = self.touch_run(&run_id);
         let fingerprint = Event::ClientUpdate(u.clone()).fingerprint();
+        if !run.updates.contains_key(&u.round)
+            && let Some((_, previous)) = run.updates.range_mut(..u.round).next_back()
+        {
+            // A later round has started: the previous one's vector is complete.
+            previous.trim();
+        }
         let round_updates = run.updates.entry(u.round).or_default();
         let replaces = match round_updates.get(&client) {
             Some(p) if p == fingerprint => {

@@ -23,6 +23,7 @@ use std::sync::OnceLock;
 
 pub use kafka::Kafka;
 pub use kubeenv::Kube;
+pub use process::{group_alive, stop_groups};
 
 /// Makes services started from now on outlive this process instead of ending with it (for the
 /// `flmon-testenv up` entry point; tests never call it).

@@ -123,16 +123,12 @@ impl Service {
         }
     }
 
-    /// Stops the process (SIGTERM to its group, then SIGKILL after 10 s) and waits for it.
+    /// Stops the process (SIGTERM to its group, then SIGKILL after 12 s) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pgid = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
-            let start = Instant::now();
-            while matches!(child.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(12) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+            stop_groups(&[child.id()], Duration::from_secs(12), |_| {
+                !matches!(child.try_wait(), Ok(None))
+            });
             let _ = child.wait();
         }
     }
@@ -141,6 +137,34 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+fn signal_group(signal: &str, pgid: u32) -> bool {
+    Command::new("kill")
+        .args([signal, "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether any process of group `pgid` is still there.
+pub fn group_alive(pgid: u32) -> bool {
+    signal_group("-0", pgid)
+}
+
+/// Ends process groups: SIGTERM to each, then waits until `gone` says each has exited (polled
+/// every 100 ms) or `grace` has passed, then SIGKILL to each, so nothing of them lingers.
+pub fn stop_groups(pgids: &[u32], grace: Duration, mut gone: impl FnMut(u32) -> bool) {
+    for pgid in pgids {
+        signal_group("-TERM", *pgid);
+    }
+    let start = Instant::now();
+    while !pgids.iter().all(|p| gone(*p)) && start.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for pgid in pgids {
+        signal_group("-KILL", *pgid);
     }
 }
 

@@ -3,9 +3,10 @@
 //! running; `down` stops them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use flmon_tests::{Kafka, Kube};
+use flmon_tests::{Kafka, Kube, group_alive, stop_groups};
 
 fn run_dir() -> PathBuf {
     std::env::var_os("FLMON_TESTENV_DIR")
@@ -33,7 +34,7 @@ fn up() -> Result<()> {
     let mut pgids = kube.detach();
     let host = std::env::var("FLMON_KAFKA_HOST").unwrap_or_else(|_| "127.0.0.1".into());
     eprintln!("starting Kafka on {host} in {} …", dir.join("kafka").display());
-    let kafka = Kafka::start_at(&dir.join("kafka"), &host).inspect_err(|_| stop_groups(&pgids))?;
+    let kafka = Kafka::start_at(&dir.join("kafka"), &host).inspect_err(|_| stop(&pgids))?;
     let bootstrap = kafka.bootstrap();
     pgids.extend(kafka.detach());
     let text = format!(
@@ -47,34 +48,10 @@ fn up() -> Result<()> {
     Ok(())
 }
 
-fn signal_group(signal: &str, pgid: u32) -> bool {
-    std::process::Command::new("kill")
-        .args([signal, "--", &format!("-{pgid}")])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Ends the process groups: SIGTERM, then waits until they are gone (up to 15 s, then SIGKILL),
-/// so that `down` returns once the ports and files are free.
-fn stop_groups(pgids: &[u32]) {
-    for pgid in pgids {
-        signal_group("-TERM", *pgid);
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let alive: Vec<u32> = pgids.iter().copied().filter(|p| signal_group("-0", *p)).collect();
-        if alive.is_empty() {
-            return;
-        }
-        if std::time::Instant::now() >= deadline {
-            for pgid in alive {
-                signal_group("-KILL", pgid);
-            }
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+/// Ends the environment's process groups and returns once they have exited, so the ports and
+/// files are free again (SIGKILL after 15 s).
+fn stop(pgids: &[u32]) {
+    stop_groups(pgids, Duration::from_secs(15), |pgid| !group_alive(pgid));
 }
 
 fn down() -> Result<()> {
@@ -94,7 +71,7 @@ fn down() -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    stop_groups(&pgids);
+    stop(&pgids);
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     eprintln!("test environment stopped");
     Ok(())
