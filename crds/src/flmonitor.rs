@@ -287,7 +287,7 @@ pub const SAMPLE_INTERVAL_TOO_SHORT: &str = "^(0|(0+[ywdhms])*(0*[0-9]{1,2}ms)?)
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": format!("!has(self.sampleInterval) || !self.sampleInterval.matches('{SAMPLE_INTERVAL_TOO_SHORT}')"),
     "fieldPath": ".sampleInterval",
-    "messageExpression": "'\"' + self.sampleInterval + '\" is too short: the agent samples at most every 100ms'",
+    "messageExpression": format!("'\"' + self.sampleInterval + '\" is too short: the agent samples at most every {MIN_SAMPLE_INTERVAL_MS}ms'"),
 }]))]
 pub struct AgentSpec {
     /// Agent image; defaults to the operator's own release of the agent.
