@@ -42,10 +42,35 @@ fn log_filter(value: Option<String>) -> (Targets, Option<(String, String)>) {
     match value.filter(|v| !v.trim().is_empty()) {
         None => (default(), None),
         Some(v) => match v.parse::<Targets>() {
+            // Some malformed values (`[`, `=`) parse to targets no module has, or to none, and
+            // would silence every log line, this warning included.
+            Ok(targets) if !names_real_targets(&targets) => (
+                default(),
+                Some((
+                    v,
+                    "expected target names like flmon_agent or flmon_agent::collectors".to_owned(),
+                )),
+            ),
             Ok(targets) => (targets, None),
             Err(e) => (default(), Some((v, e.to_string()))),
         },
     }
+}
+
+/// Whether `targets` sets a default level or names at least one target, each a Rust module path.
+fn names_real_targets(targets: &Targets) -> bool {
+    let mut any = targets.default_level().is_some();
+    for (target, _) in targets.iter() {
+        if target.is_empty()
+            || !target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 #[cfg(test)]
@@ -64,6 +89,11 @@ mod tests {
         assert_eq!(bad.map(|(v, _)| v).as_deref(), Some("flmon_agent=loud"));
         assert!(targets.would_enable("flmon_agent", &Level::INFO));
         assert!(!targets.would_enable("flmon_agent", &Level::DEBUG));
+        for silent in ["[", "=", "info,,=", "flmon_agent["] {
+            let (targets, bad) = log_filter(Some(silent.into()));
+            assert!(bad.is_some(), "{silent}");
+            assert!(targets.would_enable("flmon_agent", &Level::WARN), "{silent}");
+        }
         let (targets, bad) = log_filter(None);
         assert!(bad.is_none() && targets.would_enable("anything", &Level::INFO));
     }
