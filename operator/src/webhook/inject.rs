@@ -242,6 +242,43 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// Containers that service meshes and platform agents inject beside the app, by their usual
+/// names. They are not the FL app: flmon leaves them untouched (no events URL) and leaves their
+/// limits out of the app's.
+pub const PROXY_CONTAINERS: &[&str] = &[
+    "istio-proxy",
+    "linkerd-proxy",
+    "consul-dataplane",
+    "envoy-sidecar",
+    "kuma-sidecar",
+    "daprd",
+    "vault-agent",
+];
+
+/// The pod's app containers: its regular containers except mesh proxies, known by name
+/// ([`PROXY_CONTAINERS`]) or listed in Istio's `sidecar.istio.io/status` annotation. A pod made
+/// only of such containers keeps them all, so there is always an app.
+pub fn app_containers<'a>(pod: &Pod, spec: &'a PodSpec) -> Vec<&'a Container> {
+    let istio: Vec<String> = annotation(pod, "sidecar.istio.io/status")
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .and_then(|v| {
+            v.get("containers")?.as_array().map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let is_proxy = |c: &Container| PROXY_CONTAINERS.contains(&c.name.as_str()) || istio.contains(&c.name);
+    let apps: Vec<&Container> = spec.containers.iter().filter(|c| !is_proxy(c)).collect();
+    if apps.is_empty() {
+        spec.containers.iter().collect()
+    } else {
+        apps
+    }
+}
+
 fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
     spec.init_containers
         .iter()
@@ -513,9 +550,11 @@ fn build_injection(
         }),
     );
     let events_url = format!("http://127.0.0.1:{}/v1/events", names::INGEST_PORT);
+    let apps = app_containers(pod, spec);
     for (index, container) in spec.containers.iter().enumerate() {
+        let is_app = apps.iter().any(|a| a.name == container.name);
         let has_url = container.env.iter().flatten().any(|e| e.name == env::EVENTS_URL);
-        if !has_url {
+        if is_app && !has_url {
             let index = index.to_string();
             patch.append(
                 &["spec", "containers", &index, "env"],
@@ -688,7 +727,9 @@ fn agent_env(
     {
         vars.extend(kafka_env(kafka));
     }
-    for container in &spec.containers {
+    // Limits of the app containers only; a container without a limit gets the node's
+    // allocatable from the Downward API, which the agent caps at the node's capacity.
+    for container in app_containers(pod, spec) {
         let suffix = limit_env_suffix(&container.name);
         // CPU in millicores: the default divisor of 1 would round 500m up to 1.
         vars.push(resource_env(

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::inject::{AGENT_TMP_VOLUME, Decision, SkipReason, decide, has_agent};
+use super::inject::{AGENT_TMP_VOLUME, Decision, SkipReason, app_containers, decide, has_agent};
 use super::settings::{AgentDefaults, GpuMode, InjectionSettings};
 
 fn testdata() -> PathBuf {
@@ -212,16 +212,7 @@ fn mesh_proxy_first_leaves_the_proxy_untouched_and_feeds_the_fl_server() {
     let after = &patched.spec.as_ref().expect("spec").containers;
     let proxy_before = before.iter().find(|c| c.name == "istio-proxy").expect("proxy");
     let proxy_after = after.iter().find(|c| c.name == "istio-proxy").expect("proxy");
-    let mut proxy_expected = proxy_before.clone();
-    proxy_expected.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
-        name: env::EVENTS_URL.to_owned(),
-        value: Some("http://127.0.0.1:9478/v1/events".to_owned()),
-        value_from: None,
-    }]);
-    assert_eq!(
-        proxy_after, &proxy_expected,
-        "the proxy only gains the inert events URL"
-    );
+    assert_eq!(proxy_after, proxy_before, "the proxy is left untouched");
     let server = after.iter().find(|c| c.name == "fl-server").expect("fl-server");
     assert!(env_value(server, env::EVENTS_URL).is_some());
     let agent = agent_of(&patched);
@@ -246,11 +237,41 @@ fn mesh_proxy_first_leaves_the_proxy_untouched_and_feeds_the_fl_server() {
             [
                 "FLMON_LIMIT_CPU_FL_SERVER=fl-server/limits.cpu",
                 "FLMON_LIMIT_MEMORY_FL_SERVER=fl-server/limits.memory",
-                "FLMON_LIMIT_CPU_ISTIO_PROXY=istio-proxy/limits.cpu",
-                "FLMON_LIMIT_MEMORY_ISTIO_PROXY=istio-proxy/limits.memory",
             ]
             .map(str::to_owned)
         )
+    );
+}
+
+#[test]
+fn app_containers_leave_out_proxies_by_name_and_by_istio_status() {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"annotations": {
+            "sidecar.istio.io/status": r#"{"initContainers":["istio-init"],"containers":["mesh-envoy"]}"#
+        }},
+        "spec": {"containers": [
+            {"name": "mesh-envoy"}, {"name": "trainer"}, {"name": "linkerd-proxy"}, {"name": "loader"}
+        ]}
+    }))
+    .expect("pod");
+    let spec = pod.spec.as_ref().expect("spec");
+    let names: Vec<&str> = app_containers(&pod, spec)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["trainer", "loader"]);
+
+    let only_proxy: Pod =
+        serde_json::from_value(json!({"spec": {"containers": [{"name": "istio-proxy"}]}})).expect("pod");
+    let spec = only_proxy.spec.as_ref().expect("spec");
+    let names: Vec<&str> = app_containers(&only_proxy, spec)
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["istio-proxy"],
+        "a pod of proxies only keeps them as its app"
     );
 }
 
