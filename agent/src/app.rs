@@ -209,9 +209,16 @@ impl Shared {
                 .fetch_add(accepted.new_tx_messages, Ordering::Relaxed);
             self.render_training(&lock(&self.training));
         }
-        // Like a sampled collector: every render counts the samples its caps left out.
+        // Like a sampled collector: every render counts the partition samples its cap left out.
         self.snapshot
             .count_dropped(crate::metrics::LIBRDKAFKA_CONSUMER_LAG.name, dropped);
+        if let Ok(accepted) = &result
+            && accepted.retired_client
+        {
+            // The retired client's series are gone from every per-client family; counted once.
+            self.snapshot
+                .count_dropped(crate::metrics::LIBRDKAFKA_TX_MESSAGES.name, 1);
+        }
         self.snapshot.record_collector(
             CollectorName::Librdkafka.as_str(),
             started.elapsed(),

@@ -10,8 +10,12 @@ use serde_json::Value;
 use crate::exposition::TextWriter;
 use crate::metrics;
 
-/// Distinct librdkafka clients (by `name`) tracked; more are ignored and counted.
+/// Distinct librdkafka clients (by `name`) exported; a new one beyond it replaces the one whose
+/// last document is oldest (an app that makes a new producer per round retires the old ones).
 pub const MAX_CLIENTS: usize = 16;
+/// Retired clients whose last `txmsgs` is remembered, so one that comes back is counted from
+/// where it was, not from zero; the oldest retiree is forgotten first.
+pub const MAX_RETIRED: usize = 256;
 /// Partition-lag series exported over all clients.
 pub const MAX_PARTITIONS: usize = 512;
 
@@ -201,15 +205,18 @@ fn json_type(v: &Value) -> &'static str {
 
 struct Client {
     last: Statistics,
+    /// When its last document came, in documents accepted.
+    seen: u64,
 }
 
 /// The statistics of every client seen, and the counts behind `fl_messages_sent_total`.
 #[derive(Default)]
 pub struct LibrdkafkaState {
     clients: BTreeMap<String, Client>,
+    /// Last `txmsgs` of clients replaced by newer ones, and when they were retired.
+    retired: BTreeMap<String, (Option<u64>, u64)>,
     accepted: u64,
     rejected: u64,
-    ignored_clients: u64,
 }
 
 /// What accepting a document changed.
@@ -217,8 +224,8 @@ pub struct LibrdkafkaState {
 pub struct Accepted {
     /// Increase of transmitted messages since the client's previous document.
     pub new_tx_messages: u64,
-    /// Partition series left out by the cap at the next render.
-    pub ignored: bool,
+    /// Whether a client was retired to make room for this one (its series are gone).
+    pub retired_client: bool,
 }
 
 impl LibrdkafkaState {
@@ -227,7 +234,7 @@ impl LibrdkafkaState {
     /// # Errors
     /// The parse error; the client's previous document stays in effect.
     pub fn accept(&mut self, body: &[u8]) -> Result<Accepted, StatsError> {
-        let stats = match parse(body) {
+        let mut stats = match parse(body) {
             Ok(s) => s,
             Err(e) => {
                 self.rejected += 1;
@@ -235,31 +242,48 @@ impl LibrdkafkaState {
             }
         };
         self.accepted += 1;
-        if !self.clients.contains_key(&stats.name) && self.clients.len() >= MAX_CLIENTS {
-            self.ignored_clients += 1;
-            return Ok(Accepted {
-                new_tx_messages: 0,
-                ignored: true,
-            });
+        let seen = self.accepted;
+        let previous_tx = match self.clients.get(&stats.name) {
+            Some(client) => client.last.txmsgs,
+            None => self.retired.remove(&stats.name).and_then(|(tx, _)| tx),
+        };
+        let mut retired_client = false;
+        if !self.clients.contains_key(&stats.name)
+            && self.clients.len() >= MAX_CLIENTS
+            && let Some(oldest) = self
+                .clients
+                .iter()
+                .min_by_key(|(_, c)| c.seen)
+                .map(|(name, _)| name.clone())
+            && let Some(client) = self.clients.remove(&oldest)
+        {
+            retired_client = true;
+            if self.retired.len() >= MAX_RETIRED
+                && let Some(forgotten) = self
+                    .retired
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(name, _)| name.clone())
+            {
+                self.retired.remove(&forgotten);
+            }
+            self.retired.insert(oldest, (client.last.txmsgs, seen));
         }
-        let previous_tx = self.clients.get(&stats.name).and_then(|c| c.last.txmsgs);
-        let now_tx = stats.txmsgs;
         // A counter that went down means the client restarted: everything it reports is new.
-        let new_tx_messages = match (previous_tx, now_tx) {
+        let new_tx_messages = match (previous_tx, stats.txmsgs) {
             (Some(before), Some(now)) if now >= before => now - before,
             (_, Some(now)) => now,
             (_, None) => 0,
         };
-        let name = stats.name.clone();
-        let mut stats = stats;
         if stats.txmsgs.is_none() {
             // Keep the last known count so a later document is not counted from zero again.
             stats.txmsgs = previous_tx;
         }
-        self.clients.insert(name, Client { last: stats });
+        self.clients
+            .insert(stats.name.clone(), Client { last: stats, seen });
         Ok(Accepted {
             new_tx_messages,
-            ignored: false,
+            retired_client,
         })
     }
 
@@ -320,7 +344,7 @@ impl LibrdkafkaState {
                 }
             }
         });
-        (w.finish(), dropped + self.ignored_clients)
+        (w.finish(), dropped)
     }
 }
 
@@ -368,6 +392,29 @@ mod tests {
             s.accept(br#"{"name":"p","txmsgs":3}"#).unwrap().new_tx_messages,
             3
         );
+    }
+
+    #[test]
+    fn a_producer_per_round_keeps_counting_and_retires_the_oldest_client() {
+        let mut s = LibrdkafkaState::default();
+        let mut counted = 0;
+        for round in 0..40u64 {
+            let doc = format!(r#"{{"name":"rdkafka#producer-{round}","txmsgs":5}}"#);
+            let accepted = s.accept(doc.as_bytes()).unwrap();
+            assert_eq!(
+                accepted.retired_client,
+                round >= MAX_CLIENTS as u64,
+                "round {round}"
+            );
+            counted += accepted.new_tx_messages;
+        }
+        assert_eq!(counted, 200, "every new client's messages count");
+        let (text, _) = s.render();
+        assert!(!text.contains("client=\"rdkafka#producer-0\""), "{text}");
+        assert!(text.contains("client=\"rdkafka#producer-39\""), "{text}");
+        // A retired client that posts again is counted from where it was.
+        let again = s.accept(br#"{"name":"rdkafka#producer-0","txmsgs":7}"#).unwrap();
+        assert_eq!(again.new_tx_messages, 2);
     }
 
     #[test]
