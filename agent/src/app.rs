@@ -255,12 +255,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Validates the configuration, starts the collectors and binds both listeners.
+    /// Starts the collectors and binds both listeners.
     ///
     /// # Errors
-    /// An invalid setting, a listener that cannot bind, or a collector thread that cannot start.
+    /// A listener that cannot bind, or a collector thread that cannot start.
     pub async fn start(config: Config) -> anyhow::Result<Agent> {
-        config.validate()?;
         let shared = Arc::new(Shared::new(&config));
         let metrics_listener = TcpListener::bind(config.metrics_addr)
             .await

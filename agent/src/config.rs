@@ -115,7 +115,7 @@ pub struct Config {
     #[arg(long, env = env::METRICS_ADDR, default_value = "0.0.0.0:9477")]
     pub metrics_addr: SocketAddr,
     /// Address of the event-ingest server; must be a loopback address.
-    #[arg(long, env = env::INGEST_ADDR, default_value = "127.0.0.1:9478")]
+    #[arg(long, env = env::INGEST_ADDR, default_value = "127.0.0.1:9478", value_parser = parse_loopback)]
     pub ingest_addr: SocketAddr,
     /// Pod name (Downward API).
     #[arg(long, env = env::POD_NAME)]
@@ -139,16 +139,16 @@ pub struct Config {
     #[arg(long, env = env::CLIENT_ID)]
     pub client_id: Option<String>,
     /// Sampling interval (Prometheus duration: `5s`, `1m`, `500ms`).
-    #[arg(long, env = env::SAMPLE_INTERVAL, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = env::SAMPLE_INTERVAL, default_value = "5s", value_parser = parse_sample_interval)]
     pub sample_interval: Duration,
     /// Rounds kept in the history (and remembered for deduplication, per run).
-    #[arg(long, env = env::HISTORY_ROUNDS, default_value_t = 1000)]
+    #[arg(long, env = env::HISTORY_ROUNDS, default_value_t = 1000, value_parser = positive)]
     pub history_rounds: usize,
     /// Client updates kept in the history.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = positive)]
     pub history_clients: usize,
     /// System and Kafka samples kept in the history (720 = one hour at 5 s).
-    #[arg(long, default_value_t = 720)]
+    #[arg(long, default_value_t = 720, value_parser = positive)]
     pub history_samples: usize,
     /// Collectors to run, comma-separated.
     #[arg(long, env = env::COLLECTORS, value_enum, value_delimiter = ',', ignore_case = true,
@@ -197,13 +197,13 @@ pub struct Config {
     #[arg(long, value_delimiter = ',', default_value = "/")]
     pub filesystems: Vec<PathBuf>,
     /// Distinct clients exported as per-client series.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = positive)]
     pub max_clients: usize,
     /// Partitions exported as per-partition Kafka series, over all topics and groups.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = positive)]
     pub max_partitions: usize,
-    /// Largest event or statistics body accepted, in bytes (larger ones get 413).
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    /// Largest event or statistics body accepted, in bytes (larger ones get 413); at least 1024.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = body_limit)]
     pub max_body_bytes: usize,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
@@ -267,42 +267,47 @@ impl Config {
     pub fn pod_uid_or_local(&self) -> String {
         self.pod_uid.clone().unwrap_or_else(|| "standalone".into())
     }
+}
 
-    /// Checks what clap cannot.
-    ///
-    /// # Errors
-    /// The first setting that is out of range.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.ingest_addr.ip().is_loopback() {
-            return Err(ConfigError {
-                setting: env::INGEST_ADDR.into(),
-                value: self.ingest_addr.to_string(),
-                expected: "a loopback address (127.0.0.1 or ::1): only the pod's own app may post events"
-                    .into(),
-            });
-        }
-        let min = flmon_crds::flmonitor::MIN_SAMPLE_INTERVAL_MS;
-        if self.sample_interval < Duration::from_millis(min) {
-            return Err(ConfigError {
-                setting: env::SAMPLE_INTERVAL.into(),
-                value: format!("{}ms", self.sample_interval.as_millis()),
-                expected: format!("at least {min}ms"),
-            });
-        }
-        for (setting, value) in [
-            (env::HISTORY_ROUNDS, self.history_rounds),
-            ("--max-clients", self.max_clients),
-        ] {
-            if value == 0 {
-                return Err(ConfigError {
-                    setting: setting.into(),
-                    value: "0".into(),
-                    expected: "a positive number".into(),
-                });
-            }
-        }
-        Ok(())
+/// The ingest listener's address: only loopback, so only the pod's own app may post events.
+fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}: expected an address such as 127.0.0.1:9478"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err("expected a loopback address (127.0.0.1 or [::1]): only the pod's own app may post events".into())
     }
+}
+
+/// A sampling interval: a duration of at least the shared minimum.
+fn parse_sample_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    let min = flmon_crds::flmonitor::MIN_SAMPLE_INTERVAL_MS;
+    if interval < Duration::from_millis(min) {
+        return Err(format!("too short: expected at least {min}ms"));
+    }
+    Ok(interval)
+}
+
+/// A count that must be at least 1 (a history or cap of 0 would keep nothing).
+fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("expected a positive number".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: expected a positive number")),
+    }
+}
+
+/// The body limit: at least 1 KiB, so one event always fits.
+fn body_limit(text: &str) -> Result<usize, String> {
+    let n = positive(text)?;
+    if n < 1024 {
+        return Err("expected at least 1024 bytes, so that one event fits".into());
+    }
+    Ok(n)
 }
 
 /// Parses a Prometheus duration: one or more `<number><unit>` with units `ms`, `s`, `m`, `h`, `d`,
@@ -493,9 +498,33 @@ mod tests {
     }
 
     #[test]
-    fn a_non_loopback_ingest_address_is_refused() {
-        let c = Config::from_args(["flmon-agent", "--ingest-addr", "0.0.0.0:9478"]).unwrap();
-        let e = c.validate().unwrap_err();
-        assert_eq!(e.value, "0.0.0.0:9478");
+    fn out_of_range_settings_are_refused_naming_the_flag_and_the_value_as_given() {
+        for (flag, value, expected) in [
+            ("--ingest-addr", "0.0.0.0:9478", "loopback"),
+            ("--sample-interval", "0s", "at least 100ms"),
+            ("--sample-interval", "50ms", "at least 100ms"),
+            ("--history-rounds", "0", "positive"),
+            ("--history-samples", "0", "positive"),
+            ("--max-clients", "0", "positive"),
+            ("--max-body-bytes", "0", "positive"),
+            ("--max-body-bytes", "100", "at least 1024"),
+        ] {
+            let e = Config::from_args(["flmon-agent", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(flag) && e.contains(&format!("'{value}'")) && e.contains(expected),
+                "{e}"
+            );
+        }
+        let c = Config::from_args([
+            "flmon-agent",
+            "--sample-interval",
+            "100ms",
+            "--max-body-bytes",
+            "1024",
+        ])
+        .unwrap();
+        assert_eq!(c.sample_interval, Duration::from_millis(100));
     }
 }

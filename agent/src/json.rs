@@ -63,9 +63,14 @@ impl<'a> Value<'a> {
     }
 }
 
-/// A number as JSON: finite numbers as numbers, the others as `"NaN"`, `"Infinity"`, `"-Infinity"`.
+/// A number as JSON: finite numbers as numbers (whole ones as integers, so a posted `-1` is
+/// echoed `-1`, not `-1.0`), the others as `"NaN"`, `"Infinity"`, `"-Infinity"`.
 pub fn number_to_report(n: f64) -> serde_json::Value {
-    if n.is_finite() {
+    // Exactly representable integers only: beyond 2^53 the f64 is no longer the posted digits.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        serde_json::Value::Number(serde_json::Number::from(n as i64))
+    } else if n.is_finite() {
         serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number)
     } else {
         serde_json::Value::String(non_finite_name(n).to_owned())

@@ -9,8 +9,18 @@ use tracing_subscriber::prelude::*;
 // One worker: the agent is a small sidecar whose collectors sample on threads of their own; each
 // further worker would keep a malloc arena holding its share of request buffers.
 #[tokio::main(worker_threads = 1)]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+async fn main() -> std::process::ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(error) => {
+            let source = env_source(&error);
+            let _ = error.print();
+            if let Some(var) = source {
+                eprintln!("(the value came from the environment variable {var})");
+            }
+            return std::process::ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
     let (filter, bad_filter) = log_filter(std::env::var("RUST_LOG").ok());
     match config.log_format {
         LogFormat::Text => {
@@ -30,7 +40,32 @@ async fn main() -> anyhow::Result<()> {
     if let Some((value, error)) = bad_filter {
         tracing::warn!(RUST_LOG = %value, %error, "ignoring RUST_LOG: expected a level or target=level pairs separated by commas; logging at info");
     }
-    flmon_agent::run(config).await
+    // Reported as a log line (JSON under --log-format json), without a backtrace.
+    match flmon_agent::run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "flmon-agent stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The environment variable behind a bad value, when the flag itself was not given: in a pod
+/// every setting arrives as env, and clap's message names only the flag.
+fn env_source(error: &clap::Error) -> Option<String> {
+    use clap::CommandFactory as _;
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next()?;
+    let given_as_flag = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let command = Config::command();
+    let var = command
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|l| flag.strip_prefix("--") == Some(l)))?
+        .get_env()?;
+    (!given_as_flag && std::env::var_os(var).is_some()).then(|| var.to_string_lossy().into_owned())
 }
 
 /// The log filter from `RUST_LOG` (`info`, `warn,flmon_agent=debug`, …): levels by target, without

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -14,6 +15,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::app::Shared;
+use crate::events::MAX_ERRORS;
 use crate::training::Source;
 
 /// Largest `limit` of one history page.
@@ -34,8 +36,14 @@ pub fn metrics_router(shared: Arc<Shared>) -> Router {
 /// Routes of the loopback ingest listener; bodies over `max_body_bytes` get 413.
 pub fn ingest_router(shared: Arc<Shared>, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/v1/events", post(post_events))
-        .route("/v1/librdkafka-stats", post(post_stats))
+        .route(
+            "/v1/events",
+            post(move |state, body| post_events(state, body, max_body_bytes)),
+        )
+        .route(
+            "/v1/librdkafka-stats",
+            post(move |state, body| post_stats(state, body, max_body_bytes)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(shared)
@@ -88,10 +96,36 @@ fn switched_off(what: &str) -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-async fn post_events(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+/// A body that could not be read: over the limit (413, saying the limit), or cut off.
+fn unreadable_body(rejection: &BytesRejection, max_body_bytes: usize) -> Response {
+    let status = rejection.status();
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!(
+            "the body is larger than the limit of {max_body_bytes} bytes (--max-body-bytes): \
+             send the events in smaller batches"
+        )
+    } else {
+        format!("the body could not be read: {}", rejection.body_text())
+    };
+    (
+        status,
+        Json(json!({"error": error, "limitBytes": max_body_bytes})),
+    )
+        .into_response()
+}
+
+async fn post_events(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+    max_body_bytes: usize,
+) -> Response {
     if !shared.events_enabled() {
         return switched_off("events");
     }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable_body(&rejection, max_body_bytes),
+    };
     // Parsed in place: a 4 MiB batch takes milliseconds, and extra threads would each keep a
     // malloc arena of their own (resident memory matters more in a sidecar).
     match shared.ingest_events(&body, Source::Http) {
@@ -102,14 +136,30 @@ async fn post_events(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
             "replaced": applied.replaced,
         }))
         .into_response(),
-        Err(errors) => (StatusCode::BAD_REQUEST, Json(json!({ "errors": errors }))).into_response(),
+        Err(errors) => {
+            let mut body = json!({ "errors": errors });
+            if errors.len() >= MAX_ERRORS {
+                body["truncated"] = json!(format!(
+                    "only the first {MAX_ERRORS} errors are listed; the batch was not read further"
+                ));
+            }
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
     }
 }
 
-async fn post_stats(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn post_stats(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+    max_body_bytes: usize,
+) -> Response {
     if !shared.librdkafka_enabled() {
         return switched_off("librdkafka");
     }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable_body(&rejection, max_body_bytes),
+    };
     match shared.ingest_stats(&body) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
