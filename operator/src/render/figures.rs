@@ -279,6 +279,11 @@ fn time_axis(panels: &mut [&mut Panel], series: &[&Series]) {
 }
 
 /// CPU, memory, network and GPU per pod.
+///
+/// CPU, memory and GPU draw the `MAX_LINES` busiest pods by CPU. Network draws two lines a pod
+/// (rx, tx), so it picks its own `MAX_LINES / 2` busiest pods by traffic: in FL the server moves
+/// the most bytes while using little CPU, and it must not be the pod left out. A pod keeps its
+/// colour in every panel, and a panel that leaves pods out says how many in its title.
 pub fn system_metrics(analyzer: &Analyzer) -> Figure {
     let mut cpu = Panel::new("CPU Usage", "Time", "CPU (% of limits)");
     let mut memory = Panel::new("Memory Usage", "Time", "Memory (% of limits)");
@@ -286,7 +291,6 @@ pub fn system_metrics(analyzer: &Analyzer) -> Figure {
     let mut gpu = Panel::new("GPU Utilization", "Time", "GPU (%)");
     gpu.empty_message = "no GPU metrics reported".into();
     let mut pods: Vec<_> = analyzer.pods.iter().collect();
-    // The busiest pods first.
     let mean = |s: &Series| {
         let (sum, n) = s
             .buckets()
@@ -294,46 +298,59 @@ pub fn system_metrics(analyzer: &Analyzer) -> Figure {
             .fold((0.0, 0u64), |(a, n), b| (a + b.sum, n + u64::from(b.count)));
         if n == 0 { 0.0 } else { sum / n as f64 }
     };
+    // The busiest pods first; a pod's colour is its place in this order.
     pods.sort_by(|a, b| mean(&b.cpu_percent).total_cmp(&mean(&a.cpu_percent)));
+    let color = |i: usize| PALETTE[i % PALETTE.len()];
     let shown = &pods[..pods.len().min(MAX_LINES)];
     let mut all: Vec<&Series> = Vec::new();
     for (i, p) in shown.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
         let name = short(&p.pod);
         cpu.lines
-            .push(Line::new(name.clone(), color, p.cpu_percent.buckets()));
+            .push(Line::new(name.clone(), color(i), p.cpu_percent.buckets()));
         memory
             .lines
-            .push(Line::new(name.clone(), color, p.memory_percent.buckets()));
-        if i < MAX_LINES / 2 {
-            let mb = |s: &Series| -> Vec<Bucket> {
-                s.buckets()
-                    .iter()
-                    .map(|b| Bucket {
-                        min: b.min / 1e6,
-                        max: b.max / 1e6,
-                        sum: b.sum / 1e6,
-                        last: b.last / 1e6,
-                        ..*b
-                    })
-                    .collect()
-            };
-            network
-                .lines
-                .push(Line::new(format!("{name} rx"), color, &mb(&p.network_rx)));
-            network
-                .lines
-                .push(Line::new(format!("{name} tx"), color, &mb(&p.network_tx)).styled(Style::Dashed));
-        }
+            .push(Line::new(name.clone(), color(i), p.memory_percent.buckets()));
         gpu.lines
-            .push(Line::new(name, color, p.gpu_utilization.buckets()));
-        all.extend([
-            &p.cpu_percent,
-            &p.memory_percent,
-            &p.network_rx,
-            &p.network_tx,
-            &p.gpu_utilization,
-        ]);
+            .push(Line::new(name, color(i), p.gpu_utilization.buckets()));
+        all.extend([&p.cpu_percent, &p.memory_percent, &p.gpu_utilization]);
+    }
+    let mut by_traffic: Vec<usize> = (0..pods.len())
+        .filter(|&i| !pods[i].network_rx.is_empty() || !pods[i].network_tx.is_empty())
+        .collect();
+    by_traffic.sort_by(|&a, &b| {
+        let traffic = |i: usize| mean(&pods[i].network_rx) + mean(&pods[i].network_tx);
+        traffic(b).total_cmp(&traffic(a)).then(a.cmp(&b))
+    });
+    let network_pods = by_traffic.len();
+    by_traffic.truncate(MAX_LINES / 2);
+    let mb = |s: &Series| -> Vec<Bucket> {
+        s.buckets()
+            .iter()
+            .map(|b| Bucket {
+                min: b.min / 1e6,
+                max: b.max / 1e6,
+                sum: b.sum / 1e6,
+                last: b.last / 1e6,
+                ..*b
+            })
+            .collect()
+    };
+    for &i in &by_traffic {
+        let p = pods[i];
+        let name = short(&p.pod);
+        network
+            .lines
+            .push(Line::new(format!("{name} rx"), color(i), &mb(&p.network_rx)));
+        network
+            .lines
+            .push(Line::new(format!("{name} tx"), color(i), &mb(&p.network_tx)).styled(Style::Dashed));
+        all.extend([&p.network_rx, &p.network_tx]);
+    }
+    if network_pods > by_traffic.len() {
+        network.title = format!(
+            "Network Throughput — {} busiest of {network_pods} pods",
+            by_traffic.len()
+        );
     }
     for p in [&mut cpu, &mut memory, &mut network, &mut gpu] {
         p.y_from_zero = true;
@@ -449,5 +466,96 @@ pub fn kafka(analyzer: &Analyzer) -> Figure {
             analyzer.groups.len()
         ),
         panels: vec![throughput, latency, lag, bytes],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::history::{AgentInfo, History, SystemSample};
+    use crate::analysis::{AnalysisConfig, Analyzer};
+
+    /// A pod's host samples: `cpu` percent and `rx` bytes/s (tx is half of it), every 5 s.
+    fn pod(name: &str, cpu: f64, rx: f64) -> History {
+        History {
+            agent: AgentInfo {
+                pod: name.into(),
+                uid: format!("uid-{name}"),
+                ..AgentInfo::default()
+            },
+            system: (0..20)
+                .map(|k| SystemSample {
+                    time: Some(1_750_000_000.0 + f64::from(k) * 5.0),
+                    cpu_percent: Some(cpu),
+                    memory_percent: Some(30.0),
+                    network_rx_bytes_per_second: Some(rx),
+                    network_tx_bytes_per_second: Some(rx / 2.0),
+                    ..SystemSample::default()
+                })
+                .collect(),
+            ..History::default()
+        }
+    }
+
+    fn labels(panel: &Panel) -> Vec<&str> {
+        panel.lines.iter().map(|l| l.label.as_str()).collect()
+    }
+
+    #[test]
+    fn the_network_panel_shows_the_busiest_pods_by_traffic_and_says_what_it_leaves_out() {
+        // The FL server idles on CPU but moves the most bytes; two clients move almost nothing.
+        let docs = vec![
+            pod("fl-server", 2.0, 9e6),
+            pod("fl-client-1", 80.0, 3e6),
+            pod("fl-client-2", 70.0, 1e3),
+            pod("fl-client-3", 60.0, 2e6),
+            pod("fl-client-4", 50.0, 1e6),
+            pod("fl-client-5", 40.0, 2e3),
+        ];
+        let mut analyzer = Analyzer::new(AnalysisConfig::default()).expect("analyzer");
+        analyzer.ingest_all(&docs);
+        let figure = system_metrics(&analyzer);
+        let [cpu, _, network, _] = &figure.panels[..] else {
+            panic!("four panels")
+        };
+        assert_eq!(cpu.lines.len(), 6, "every pod's CPU is drawn");
+        assert_eq!(
+            labels(network),
+            [
+                "fl-server rx",
+                "fl-server tx",
+                "fl-client-1 rx",
+                "fl-client-1 tx",
+                "fl-client-3 rx",
+                "fl-client-3 tx",
+                "fl-client-4 rx",
+                "fl-client-4 tx"
+            ]
+        );
+        assert_eq!(network.title, "Network Throughput — 4 busiest of 6 pods");
+        let colour_of = |panel: &Panel, label: &str| {
+            panel
+                .lines
+                .iter()
+                .find(|l| l.label == label)
+                .map(|l| l.color)
+                .expect(label)
+        };
+        for name in ["fl-server", "fl-client-3"] {
+            assert_eq!(
+                colour_of(network, &format!("{name} rx")),
+                colour_of(cpu, name),
+                "{name} keeps its colour across panels"
+            );
+        }
+    }
+
+    #[test]
+    fn a_network_panel_with_room_for_every_pod_keeps_its_plain_title() {
+        let mut analyzer = Analyzer::new(AnalysisConfig::default()).expect("analyzer");
+        analyzer.ingest_all(&[pod("fl-server", 2.0, 9e6), pod("fl-client-1", 80.0, 3e6)]);
+        let figure = system_metrics(&analyzer);
+        assert_eq!(figure.panels[2].title, "Network Throughput");
+        assert_eq!(figure.panels[2].lines.len(), 4);
     }
 }
