@@ -18,6 +18,9 @@ KUBECONFORM_VERSION="${FLMON_KUBECONFORM_VERSION:-v0.7.0}"
 PROM_OPERATOR_VERSION="${FLMON_PROM_OPERATOR_VERSION:-v0.93.0}"
 KAFKA_VERSION="${FLMON_KAFKA_VERSION:-4.1.1}"
 KUBERNETES_VALIDATE_VERSION="${FLMON_KUBERNETES_VALIDATE_VERSION:-1.37.0}"
+# NVIDIA's nvml.h, shipped in the PyPI wheel nvidia-nvml-dev-cu12 (the GPU test builds a stand-in
+# NVML library against it, so the ABI it checks is NVIDIA's, not ours).
+NVML_DEV_VERSION="${FLMON_NVML_DEV_VERSION:-12.9.79}"
 
 # Go and Maven keep their module caches inside the flmon cache.
 export GOMODCACHE="$FLMON_CACHE/go/mod"
@@ -40,6 +43,7 @@ promop_dir() { echo "$FLMON_CACHE/prometheus-operator-crds-$PROM_OPERATOR_VERSIO
 kafka_dir() { echo "$FLMON_CACHE/kafka-$KAFKA_VERSION"; }
 schemas_dir() { echo "$FLMON_CACHE/kubeconform-schemas-$KUBERNETES_VALIDATE_VERSION"; }
 venv_dir() { echo "$FLMON_CACHE/venv"; }
+nvml_dir() { echo "$FLMON_CACHE/nvml-dev-$NVML_DEV_VERSION"; }
 
 say() { printf '[flmon-env] %s\n' "$*" >&2; }
 

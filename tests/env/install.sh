@@ -3,7 +3,7 @@
 # $FLMON_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/flmon). Idempotent: a component whose stamp
 # exists is skipped, and a stamp is written only after the tool has reported its version.
 #
-# Usage: tests/env/install.sh [all|apt|k8s|etcd|helm|kubeconform|promop|kafka|venv|schemas]...
+# Usage: tests/env/install.sh [all|apt|k8s|etcd|helm|kubeconform|promop|kafka|venv|schemas|nvml]...
 #
 # What a cold install cost on a 2-core machine is recorded in docs/TESTING.md.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -190,16 +190,39 @@ install_schemas() {
   ls "$dir/$K8S_VERSION-standalone-strict/deployment-apps-v1.json" >"$dir/.stamp"
 }
 
+# NVIDIA's NVML header from its PyPI wheel (platform-independent text, so the x86-64 wheel serves any
+# machine): the GPU test compiles a stand-in libnvidia-ml.so against it.
+install_nvml() {
+  local dir
+  dir=$(nvml_dir)
+  stamp_ok "$dir" && return 0
+  rm -rf "$dir" && mkdir -p "$dir/include" "$dir/wheel"
+  run_step "fetch nvml.h (nvidia-nvml-dev-cu12 $NVML_DEV_VERSION) from PyPI" "$LOG_DIR/nvml-fetch.log" \
+    python3 -m pip download --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux2014_x86_64 --python-version 3 -d "$dir/wheel" "nvidia-nvml-dev-cu12==$NVML_DEV_VERSION"
+  python3 - "$dir" <<'PY'
+import glob, sys, zipfile
+d = sys.argv[1]
+(wheel,) = glob.glob(f"{d}/wheel/*.whl")
+with zipfile.ZipFile(wheel) as z:
+    for name in ("nvidia/nvml_dev/include/nvml.h", next(n for n in z.namelist() if n.endswith("License.txt"))):
+        with open(f"{d}/include/" + name.rsplit("/", 1)[1], "wb") as out:
+            out.write(z.read(name))
+PY
+  rm -rf "$dir/wheel"
+  grep -m1 -o 'NVML_API_VERSION *[0-9]*' "$dir/include/nvml.h" >"$dir/.stamp"
+}
+
 main() {
   local targets=("$@")
   [ ${#targets[@]} -eq 0 ] && targets=(all)
-  [ "${targets[0]}" = all ] && targets=(apt etcd k8s helm kubeconform promop kafka venv schemas)
+  [ "${targets[0]}" = all ] && targets=(apt etcd k8s helm kubeconform promop kafka venv schemas nvml)
   mkdir -p "$FLMON_CACHE"
   say "cache: $FLMON_CACHE"
   for t in "${targets[@]}"; do
     case "$t" in
-      apt | k8s | etcd | helm | kubeconform | promop | kafka | venv | schemas) "install_$t" ;;
-      *) say "unknown component '$t' (expected one of: all apt k8s etcd helm kubeconform promop kafka venv schemas)"; exit 2 ;;
+      apt | k8s | etcd | helm | kubeconform | promop | kafka | venv | schemas | nvml) "install_$t" ;;
+      *) say "unknown component '$t' (expected one of: all apt k8s etcd helm kubeconform promop kafka venv schemas nvml)"; exit 2 ;;
     esac
   done
   say "test environment ready under $FLMON_CACHE"

@@ -17,6 +17,7 @@ kubeconform-schemas=$(schemas_dir)
 promop-crds=$(promop_dir)
 kafka-libs=$(kafka_dir)/libs
 python=$(venv_dir)/bin/python
+nvml-include=$(nvml_dir)/include
 promtool=$(command -v promtool || echo /usr/bin/promtool)
 prometheus=$(command -v prometheus || echo /usr/bin/prometheus)
 kcat=$(command -v kcat || echo /usr/bin/kcat)
