@@ -3,8 +3,9 @@
 //! NVIDIA's own `nvml.h` (`tests/nvml/fake_nvml.c`; the header comes from PyPI through
 //! `tests/env/install.sh nvml`). So symbol names, prototypes, struct layouts (`nvmlMemory_v2_t` and
 //! its version word, `nvmlProcessInfo_t`) and error codes are NVIDIA's, and the test shows what a
-//! user sees on `/metrics`: this pod's GPUs only (NodeVisible, by compute-process pid), readings
-//! the board does not support absent rather than zero, a GPU falling off the bus dropped while the
+//! user sees on `/metrics`: this pod's GPUs only (NodeVisible, by compute-process pid), MIG devices
+//! attributed one by one while their shared card is not, readings the board does not support
+//! absent rather than zero, a GPU falling off the bus dropped while the
 //! rest carries on, a driver that is not loaded reported as `flmon_gpu_up 0`, and NVML shut down
 //! on SIGTERM. What no stand-in shows — a real driver's readings — is `agent/scripts/gpu-check.sh`'s
 //! job on a machine with a GPU.
@@ -216,14 +217,20 @@ fn promtool_check(body: &str) {
 
 const H200: &str = "GPU-5d1c6a3e-8f2b-4c19-9a7e-0b3f2d4c5e61";
 const OTHER_POD: &str = "GPU-7e2d1b4f-3a5c-4d6e-8f90-1a2b3c4d5e6f";
+const MIG_CARD: &str = "GPU-0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f";
 const MIG: &str = "MIG-a1b2c3d4-e5f6-5a7b-8c9d-0e1f2a3b4c5d";
+const OTHER_MIG: &str = "MIG-f0e1d2c3-b4a5-5968-7a8b-9c0d1e2f3a4b";
 
+/// Three cards: one running this pod's process, one running another pod's, and one in MIG mode
+/// with a MIG device for each pod (slots 0 and 3).
 fn state(pod_pid: u32, other_pid: u32, h200: &str) -> String {
     format!(
         "init ok\n\
          gpu {H200} 87 17179869184 150754820096 64 312500 {pod_pid} {h200} NVIDIA H200\n\
          gpu {OTHER_POD} 55 8589934592 150754820096 51 201000 {other_pid} ok NVIDIA H200\n\
-         gpu {MIG} - 4294967296 17179869184 - - {pod_pid} ok NVIDIA H200 MIG 1g.18gb\n"
+         gpu {MIG_CARD} 40 0 150754820096 47 180000 none ok NVIDIA H200\n\
+         mig 2 0 {MIG} 4294967296 17179869184 {pod_pid} NVIDIA H200 MIG 1g.18gb\n\
+         mig 2 3 {OTHER_MIG} 2147483648 17179869184 {other_pid} NVIDIA H200 MIG 1g.18gb\n"
     )
 }
 
@@ -252,13 +259,15 @@ fn node_visible_reports_this_pods_gpus_through_nvml_drops_a_lost_one_and_shuts_n
     ] {
         assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
     }
-    // The MIG instance: memory only; what NVML does not support there is absent, never 0.
+    // This pod's MIG device: its own memory; utilization, temperature and power exist only for
+    // the whole card, so they are absent here, never 0.
     let mig = labels(2, MIG, "NVIDIA H200 MIG 1g.18gb");
-    assert!(
-        body.lines()
-            .any(|l| l == format!("flmon_gpu_memory_used_bytes{mig} 4294967296")),
-        "{body}"
-    );
+    for line in [
+        format!("flmon_gpu_memory_used_bytes{mig} 4294967296"),
+        format!("flmon_gpu_memory_total_bytes{mig} 17179869184"),
+    ] {
+        assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
+    }
     for family in [
         "flmon_gpu_utilization_ratio",
         "flmon_gpu_temperature_celsius",
@@ -266,13 +275,16 @@ fn node_visible_reports_this_pods_gpus_through_nvml_drops_a_lost_one_and_shuts_n
     ] {
         assert!(
             !body.lines().any(|l| l.starts_with(family) && l.contains(MIG)),
-            "{family} of the MIG instance must be absent:\n{body}"
+            "{family} of the MIG device must be absent:\n{body}"
         );
     }
-    assert!(
-        !body.contains(OTHER_POD),
-        "a GPU running only another pod's process is not this pod's:\n{body}"
-    );
+    for (uuid, why) in [
+        (OTHER_POD, "a GPU running only another pod's process"),
+        (OTHER_MIG, "another pod's MIG device"),
+        (MIG_CARD, "a card in MIG mode, shared with other tenants,"),
+    ] {
+        assert!(!body.contains(uuid), "{why} is not this pod's:\n{body}");
+    }
     promtool_check(&body);
     // The next host sample carries the GPU readings into /v1/history, for the operator's plots.
     let history = agent.get_when("/v1/history", "a system sample with the GPUs", |h| {
@@ -280,7 +292,7 @@ fn node_visible_reports_this_pods_gpus_through_nvml_drops_a_lost_one_and_shuts_n
     });
     assert!(!history.contains(OTHER_POD), "{history}");
 
-    // The H200 falls off the bus: its series go, the MIG instance and the host collector stay.
+    // The H200 falls off the bus: its series go; the MIG device and the host collector stay.
     nvml.set_state(&state(app.id(), foreign_pid(), "lost"));
     let body = agent.metrics_when("the lost GPU to be dropped", |b| !b.contains(H200));
     assert!(body.contains(MIG), "{body}");
@@ -312,11 +324,31 @@ fn all_mode_reports_every_gpu_and_a_driver_not_loaded_is_up_zero_with_the_rest_s
     let nvml = FakeNvml::build();
     nvml.set_state(&state(foreign_pid(), foreign_pid(), "ok"));
     let mut agent = Agent::start(&nvml.library(), "All", nvml.dir.path());
-    let body = agent.metrics_when("every GPU", |b| b.contains(H200) && b.contains(OTHER_POD));
+    let body = agent.metrics_when("every GPU", |b| {
+        [H200, OTHER_POD, MIG_CARD, MIG, OTHER_MIG]
+            .iter()
+            .all(|uuid| b.contains(uuid))
+    });
     assert!(
         body.contains("flmon_gpu_up{mode=\"All\",reason=\"ok\"} 1"),
         "{body}"
     );
+    // The card in MIG mode: its own temperature and power; no utilization (not supported in MIG
+    // mode) and no memory (its aggregate needs root), rather than zeros.
+    let card = labels(2, MIG_CARD, "NVIDIA H200");
+    for line in [
+        format!("flmon_gpu_temperature_celsius{card} 47"),
+        format!("flmon_gpu_power_watts{card} 180"),
+    ] {
+        assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
+    }
+    for family in ["flmon_gpu_utilization_ratio", "flmon_gpu_memory_used_bytes"] {
+        assert!(
+            !body.contains(&format!("{family}{card}")),
+            "{family} of a MIG-mode card must be absent:\n{body}"
+        );
+    }
+    promtool_check(&body);
     assert_eq!(agent.terminate().code(), Some(0));
 
     // A node whose NVIDIA driver is not loaded: the library is there, NVML does not start.

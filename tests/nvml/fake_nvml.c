@@ -10,10 +10,15 @@
  *
  *   init ok|driver_not_loaded
  *   gpu UUID UTIL MEM_USED MEM_TOTAL TEMP POWER_MW PIDS ok|lost NAME...
+ *   mig CARD SLOT UUID MEM_USED MEM_TOTAL PIDS NAME...
  *
- * A '-' field is NVML_ERROR_NOT_SUPPORTED (as on MIG instances or boards without the sensor);
- * PIDS is a comma list, 'none' for no compute process. A 'lost' GPU answers
- * NVML_ERROR_GPU_IS_LOST. Each nvmlInit_v2 and nvmlShutdown is appended to FAKE_NVML_DIR/calls.
+ * A '-' field is NVML_ERROR_NOT_SUPPORTED (a board without the sensor); PIDS is a comma list,
+ * 'none' for no compute process. A 'lost' GPU answers NVML_ERROR_GPU_IS_LOST, and so do its MIG
+ * devices. A 'mig' line is a MIG device in slot SLOT of the CARD-th 'gpu'; a card with MIG
+ * devices is in MIG mode and answers as nvml.h documents for a caller without root: utilization
+ * is not supported, and its aggregate memory and process list need privileges. A MIG device
+ * reports its own memory and processes; utilization, temperature and power are the card's alone.
+ * Each nvmlInit_v2 and nvmlShutdown is appended to FAKE_NVML_DIR/calls.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +31,13 @@
 #endif
 
 #define MAX_GPUS 8
+#define MAX_SLOTS 7 /* MIG devices a card can hold */
 #define MAX_PIDS 16
 
+/* A card's handle, or a MIG device's (slot >= 0) under card `index`. */
 struct nvmlDevice_st {
     unsigned int index;
+    int slot;
 };
 
 struct gpu {
@@ -40,9 +48,20 @@ struct gpu {
     unsigned int npids;
     unsigned int pids[MAX_PIDS];
     int lost;
+    int mig_mode;                /* a card with MIG devices */
+    struct gpu_mig {
+        int present;
+        char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE];
+        char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+        long long mem_used, mem_total;
+        int pids_supported;
+        unsigned int npids;
+        unsigned int pids[MAX_PIDS];
+    } migs[MAX_SLOTS];
 };
 
 static struct nvmlDevice_st handles[MAX_GPUS];
+static struct nvmlDevice_st mig_handles[MAX_GPUS][MAX_SLOTS];
 static int initialized;
 
 static void log_call(const char *what) {
@@ -55,6 +74,16 @@ static void log_call(const char *what) {
 
 static long long field(const char *s) { return strcmp(s, "-") == 0 ? -1 : atoll(s); }
 
+/* A PIDS field: '-' not supported, 'none' no process, else a comma list. */
+static void parse_pids(char *pids, int *supported, unsigned int *n, unsigned int *out) {
+    *supported = strcmp(pids, "-") != 0;
+    *n = 0;
+    if (*supported && strcmp(pids, "none") != 0) {
+        for (char *p = strtok(pids, ","); p && *n < MAX_PIDS; p = strtok(NULL, ","))
+            out[(*n)++] = (unsigned int)strtoul(p, NULL, 10);
+    }
+}
+
 /* Reads the state file; returns the number of GPUs, and whether init should fail. */
 static unsigned int load(struct gpu *gpus, int *init_fails) {
     unsigned int n = 0;
@@ -64,9 +93,24 @@ static unsigned int load(struct gpu *gpus, int *init_fails) {
     if (!f) return 0;
     while (fgets(line, sizeof line, f)) {
         char init[32];
-        char util[32], used[32], total[32], temp[32], power[32], pids[256], status[16], name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+        char util[32], used[32], total[32], temp[32], power[32], pids[256], status[16];
+        char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE], name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
         if (sscanf(line, "init %31s", init) == 1) {
             *init_fails = strcmp(init, "ok") != 0;
+            continue;
+        }
+        unsigned int card, slot;
+        if (sscanf(line, "mig %u %u %79s %31s %31s %255s %95[^\n]", &card, &slot, uuid, used, total, pids,
+                   name) == 7) {
+            if (card >= n || slot >= MAX_SLOTS) continue;
+            struct gpu_mig *m = &gpus[card].migs[slot];
+            m->present = 1;
+            memcpy(m->uuid, uuid, sizeof m->uuid);
+            memcpy(m->name, name, sizeof m->name);
+            m->mem_used = field(used);
+            m->mem_total = field(total);
+            parse_pids(pids, &m->pids_supported, &m->npids, m->pids);
+            gpus[card].mig_mode = 1;
             continue;
         }
         if (n == MAX_GPUS) continue;
@@ -82,27 +126,40 @@ static unsigned int load(struct gpu *gpus, int *init_fails) {
         g->temp = field(temp);
         g->power_mw = field(power);
         g->lost = strcmp(status, "lost") == 0;
-        g->pids_supported = strcmp(pids, "-") != 0;
-        if (g->pids_supported && strcmp(pids, "none") != 0) {
-            for (char *p = strtok(pids, ","); p && g->npids < MAX_PIDS; p = strtok(NULL, ","))
-                g->pids[g->npids++] = (unsigned int)strtoul(p, NULL, 10);
-        }
+        parse_pids(pids, &g->pids_supported, &g->npids, g->pids);
         n++;
     }
     fclose(f);
     return n;
 }
 
-/* The GPU behind a handle, or the NVML error a driver gives for it. */
+/* What a handle answers, or the NVML error a driver gives for it. A MIG device is returned as a
+ * card of its own whose card-wide readings (utilization, temperature, power) are not supported. */
 static nvmlReturn_t lookup(nvmlDevice_t device, struct gpu *out) {
     struct gpu gpus[MAX_GPUS];
     int init_fails;
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    if (device < handles || device >= handles + MAX_GPUS) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!device) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int n = load(gpus, &init_fails);
     if (device->index >= n) return NVML_ERROR_GPU_IS_LOST;
-    *out = gpus[device->index];
-    return out->lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS;
+    struct gpu *card = &gpus[device->index];
+    if (card->lost) return NVML_ERROR_GPU_IS_LOST;
+    if (device->slot < 0) {
+        *out = *card;
+        return NVML_SUCCESS;
+    }
+    struct gpu_mig *m = &card->migs[device->slot];
+    if (!m->present) return NVML_ERROR_INVALID_ARGUMENT; /* destroyed since the handle was had */
+    memset(out, 0, sizeof *out);
+    memcpy(out->uuid, m->uuid, sizeof out->uuid);
+    memcpy(out->name, m->name, sizeof out->name);
+    out->util = out->temp = out->power_mw = -1;
+    out->mem_used = m->mem_used;
+    out->mem_total = m->mem_total;
+    out->pids_supported = m->pids_supported;
+    out->npids = m->npids;
+    memcpy(out->pids, m->pids, sizeof out->pids);
+    return NVML_SUCCESS;
 }
 
 nvmlReturn_t DECLDIR nvmlInit_v2(void) {
@@ -150,6 +207,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevic
     if (!device || index >= n) return NVML_ERROR_INVALID_ARGUMENT;
     if (gpus[index].lost) return NVML_ERROR_GPU_IS_LOST;
     handles[index].index = index;
+    handles[index].slot = -1;
     *device = &handles[index];
     return NVML_SUCCESS;
 }
@@ -178,7 +236,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtil
     nvmlReturn_t r = lookup(device, &g);
     if (r != NVML_SUCCESS) return r;
     if (!utilization) return NVML_ERROR_INVALID_ARGUMENT;
-    if (g.util < 0) return NVML_ERROR_NOT_SUPPORTED;
+    if (g.util < 0 || g.mig_mode) return NVML_ERROR_NOT_SUPPORTED;
     utilization->gpu = (unsigned int)g.util;
     utilization->memory = (unsigned int)g.util / 2;
     return NVML_SUCCESS;
@@ -191,6 +249,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_
     if (!memory) return NVML_ERROR_INVALID_ARGUMENT;
     /* The driver refuses a struct whose version word is not the header's. */
     if (memory->version != nvmlMemory_v2) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (g.mig_mode) return NVML_ERROR_NO_PERMISSION; /* a MIG-mode card's aggregate needs root */
     if (g.mem_used < 0 || g.mem_total < 0) return NVML_ERROR_NOT_SUPPORTED;
     memory->total = (unsigned long long)g.mem_total;
     memory->reserved = 0;
@@ -227,6 +286,7 @@ nvmlReturn_t DECLDIR nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device
     nvmlReturn_t r = lookup(device, &g);
     if (r != NVML_SUCCESS) return r;
     if (!infoCount) return NVML_ERROR_INVALID_ARGUMENT;
+    if (g.mig_mode) return NVML_ERROR_NO_PERMISSION; /* per-instance lists come from MIG handles */
     if (!g.pids_supported) return NVML_ERROR_NOT_SUPPORTED;
     if (*infoCount < g.npids || (!infos && g.npids > 0)) {
         *infoCount = g.npids;
@@ -239,5 +299,29 @@ nvmlReturn_t DECLDIR nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device
         infos[i].computeInstanceId = 0xFFFFFFFF;
     }
     *infoCount = g.npids;
+    return NVML_SUCCESS;
+}
+
+/* Zero when MIG is off or not supported, as nvml.h says. */
+nvmlReturn_t DECLDIR nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count) {
+    struct gpu g;
+    nvmlReturn_t r = lookup(device, &g);
+    if (r != NVML_SUCCESS) return r;
+    if (!count || device->slot >= 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *count = g.mig_mode ? MAX_SLOTS : 0;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t DECLDIR nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index,
+                                                         nvmlDevice_t *migDevice) {
+    struct gpu g;
+    nvmlReturn_t r = lookup(device, &g);
+    if (r != NVML_SUCCESS) return r;
+    if (!migDevice || device->slot >= 0 || index >= MAX_SLOTS) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!g.mig_mode) return NVML_ERROR_NOT_SUPPORTED;
+    if (!g.migs[index].present) return NVML_ERROR_NOT_FOUND;
+    mig_handles[device->index][index].index = device->index;
+    mig_handles[device->index][index].slot = (int)index;
+    *migDevice = &mig_handles[device->index][index];
     return NVML_SUCCESS;
 }

@@ -11,6 +11,13 @@
 //! attributed for the agent's lifetime, as device-plugin assignments do not change while a pod
 //! runs. Before the app creates a CUDA context no GPU is attributed and `flmon_gpu_up` says so.
 //! In `Claim` mode the pod's DRA claim is shared with the agent, so every visible GPU is the pod's.
+//!
+//! MIG: a card in MIG mode is read through its MIG devices (handles by slot, as nvml.h says
+//! per-instance memory and processes must be read), each reported as a GPU of its own: its
+//! `MIG-…` uuid, the card's index, and NVML's name for it (`… MIG 1g.18gb`). Utilization,
+//! temperature and power exist only for the whole card. In `NodeVisible` and `Claim` a card in MIG
+//! mode is never the pod's itself (other tenants share it); its devices are attributed one by one.
+//! `All` reports the cards as well.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -50,6 +57,8 @@ pub struct GpuReading {
     pub power_milliwatts: Option<u32>,
     /// Pids of compute processes, as the driver reports them.
     pub compute_pids: Option<Vec<u32>>,
+    /// A card in MIG mode: its MIG devices follow as readings of their own.
+    pub mig_mode: bool,
 }
 
 /// Why NVML cannot be used.
@@ -121,6 +130,24 @@ fn supported<T>(r: Result<T, NvmlError>) -> Option<T> {
     r.ok()
 }
 
+/// One device's readings: a card, or a MIG device under card `index`.
+fn reading(device: &nvml_wrapper::Device<'_>, index: u32, uuid: String) -> GpuReading {
+    let memory = supported(device.memory_info());
+    GpuReading {
+        index,
+        uuid,
+        model: supported(device.name()).unwrap_or_default(),
+        utilization_percent: supported(device.utilization_rates()).map(|u| u.gpu),
+        memory_used: memory.as_ref().map(|m| m.used),
+        memory_total: memory.as_ref().map(|m| m.total),
+        temperature: supported(device.temperature(TemperatureSensor::Gpu)),
+        power_milliwatts: supported(device.power_usage()),
+        compute_pids: supported(device.running_compute_processes())
+            .map(|ps| ps.into_iter().map(|p| p.pid).collect()),
+        mig_mode: false,
+    }
+}
+
 impl GpuBackend for NvmlBackend {
     fn read(&mut self) -> Result<Vec<GpuReading>, GpuError> {
         let nvml = self
@@ -135,19 +162,20 @@ impl GpuBackend for NvmlBackend {
                 continue;
             };
             let Ok(uuid) = device.uuid() else { continue };
-            let memory = supported(device.memory_info());
+            // Zero when MIG is off or not supported; else the slots to look in.
+            let slots = device.mig_device_count().unwrap_or(0);
             out.push(GpuReading {
-                index,
-                uuid,
-                model: supported(device.name()).unwrap_or_default(),
-                utilization_percent: supported(device.utilization_rates()).map(|u| u.gpu),
-                memory_used: memory.as_ref().map(|m| m.used),
-                memory_total: memory.as_ref().map(|m| m.total),
-                temperature: supported(device.temperature(TemperatureSensor::Gpu)),
-                power_milliwatts: supported(device.power_usage()),
-                compute_pids: supported(device.running_compute_processes())
-                    .map(|ps| ps.into_iter().map(|p| p.pid).collect()),
+                mig_mode: slots > 0,
+                ..reading(&device, index, uuid)
             });
+            for slot in 0..slots {
+                // An empty slot answers NotFound.
+                let Ok(mig) = device.mig_device_by_index(slot) else {
+                    continue;
+                };
+                let Ok(uuid) = mig.uuid() else { continue };
+                out.push(reading(&mig, index, uuid));
+            }
         }
         Ok(out)
     }
@@ -242,10 +270,12 @@ impl GpuCollector {
     fn mine(&mut self, readings: Vec<GpuReading>) -> Vec<GpuReading> {
         match self.mode {
             GpuMode::Off => Vec::new(),
-            GpuMode::All | GpuMode::Claim => readings,
+            GpuMode::All => readings,
+            // A card in MIG mode is shared with other tenants; the claim's MIG device is reported.
+            GpuMode::Claim => readings.into_iter().filter(|r| !r.mig_mode).collect(),
             GpuMode::NodeVisible => {
                 let pids = self.pod_pids();
-                for r in &readings {
+                for r in readings.iter().filter(|r| !r.mig_mode) {
                     if r.compute_pids
                         .as_ref()
                         .is_some_and(|ps| ps.iter().any(|p| pids.contains(p)))
@@ -368,6 +398,7 @@ mod tests {
             temperature: None,
             power_milliwatts: Some(312_500),
             compute_pids: Some(pids.to_vec()),
+            mig_mode: false,
         }
     }
 
@@ -423,6 +454,46 @@ mod tests {
         // Between rounds the process may hold no context; the GPU is still the pod's.
         c.backend = fake(Ok(vec![gpu(0, &[4242]), gpu(1, &[]), gpu(2, &[])]));
         assert!(c.sample(now()).text.contains("uuid=\"GPU-1\""));
+    }
+
+    #[test]
+    fn a_card_in_mig_mode_is_never_the_pods_but_its_mig_device_is() {
+        let proc_root = tempfile::tempdir().unwrap();
+        fs::create_dir(proc_root.path().join("7")).unwrap();
+        // A privileged agent sees the card's aggregate process list, the pod's pid among them.
+        let card = GpuReading {
+            mig_mode: true,
+            ..gpu(0, &[7, 4242])
+        };
+        let mine = GpuReading {
+            uuid: "MIG-mine".into(),
+            utilization_percent: None,
+            ..gpu(0, &[7])
+        };
+        let theirs = GpuReading {
+            uuid: "MIG-theirs".into(),
+            ..gpu(0, &[4242])
+        };
+        let readings = vec![card, mine, theirs];
+        let mut c = GpuCollector::new(
+            GpuMode::NodeVisible,
+            fake(Ok(readings.clone())),
+            proc_root.path().into(),
+        );
+        let text = c.sample(now()).text;
+        assert!(text.contains("uuid=\"MIG-mine\""), "{text}");
+        assert!(
+            !text.contains("uuid=\"GPU-0\"") && !text.contains("MIG-theirs"),
+            "{text}"
+        );
+        let mut c = GpuCollector::new(GpuMode::Claim, fake(Ok(readings.clone())), "/nonexistent".into());
+        let text = c.sample(now()).text;
+        assert!(
+            text.contains("MIG-mine") && !text.contains("uuid=\"GPU-0\""),
+            "{text}"
+        );
+        let mut c = GpuCollector::new(GpuMode::All, fake(Ok(readings)), "/nonexistent".into());
+        assert!(c.sample(now()).text.contains("uuid=\"GPU-0\""));
     }
 
     #[test]
