@@ -310,8 +310,11 @@ pub fn system_metrics(analyzer: &Analyzer) -> Figure {
         memory
             .lines
             .push(Line::new(name.clone(), color(i), p.memory_percent.buckets()));
-        gpu.lines
-            .push(Line::new(name, color(i), p.gpu_utilization.buckets()));
+        // Only pods with GPUs: the legend lists no CPU-only pod.
+        if !p.gpu_utilization.is_empty() {
+            gpu.lines
+                .push(Line::new(name, color(i), p.gpu_utilization.buckets()));
+        }
         all.extend([&p.cpu_percent, &p.memory_percent, &p.gpu_utilization]);
     }
     let mut by_traffic: Vec<usize> = (0..pods.len())
@@ -533,6 +536,10 @@ mod tests {
             ]
         );
         assert_eq!(network.title, "Network Throughput — 4 busiest of 6 pods");
+        assert!(
+            figure.panels[3].lines.is_empty(),
+            "no pod reported a GPU, so the GPU panel lists none"
+        );
         let colour_of = |panel: &Panel, label: &str| {
             panel
                 .lines

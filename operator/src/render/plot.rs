@@ -722,8 +722,17 @@ where
                 if shown_in_legend {
                     legend += 1;
                     let len = px(22.0 * s) as i32;
-                    anno.label(line.label.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + len, y)], style));
+                    // A dashed line's legend sample is dashed too (two dashes), so rx and tx differ.
+                    let (dash_end, next) = if line.style == Style::Dashed {
+                        (len * 9 / 22, len * 14 / 22)
+                    } else {
+                        (len, 0)
+                    };
+                    anno.label(line.label.clone()).legend(move |(x, y)| {
+                        EmptyElement::at((x, y))
+                            + PathElement::new(vec![(0, 0), (dash_end, 0)], style)
+                            + PathElement::new(vec![(next, 0), (len, 0)], style)
+                    });
                 }
             }
         }
