@@ -10,8 +10,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Debian packages: promtool (prometheus), librdkafka's build needs (cmake, curl headers, zlib),
 # kcat as an independent Kafka client, node_exporter as a benchmark reference, Chromium for the
-# dashboard page's browser test.
-APT_PACKAGES=(prometheus libcurl4-openssl-dev zlib1g-dev cmake kcat prometheus-node-exporter iproute2 chromium)
+# dashboard page's browser test, a C compiler for the GPU test's stand-in NVML library.
+APT_PACKAGES=(prometheus libcurl4-openssl-dev zlib1g-dev cmake kcat prometheus-node-exporter iproute2 chromium gcc libc6-dev)
 
 install_apt() {
   local missing=()
@@ -193,14 +193,16 @@ install_schemas() {
 # NVIDIA's NVML header from its PyPI wheel (platform-independent text, so the x86-64 wheel serves any
 # machine): the GPU test compiles a stand-in libnvidia-ml.so against it.
 install_nvml() {
-  local dir
+  install_venv
+  local dir python
   dir=$(nvml_dir)
+  python="$(venv_dir)/bin/python"
   stamp_ok "$dir" && return 0
   rm -rf "$dir" && mkdir -p "$dir/include" "$dir/wheel"
   run_step "fetch nvml.h (nvidia-nvml-dev-cu12 $NVML_DEV_VERSION) from PyPI" "$LOG_DIR/nvml-fetch.log" \
-    python3 -m pip download --disable-pip-version-check --no-deps --only-binary=:all: \
+    "$python" -m pip download --disable-pip-version-check --no-deps --only-binary=:all: \
     --platform manylinux2014_x86_64 --python-version 3 -d "$dir/wheel" "nvidia-nvml-dev-cu12==$NVML_DEV_VERSION"
-  python3 - "$dir" <<'PY'
+  "$python" - "$dir" <<'PY'
 import glob, sys, zipfile
 d = sys.argv[1]
 (wheel,) = glob.glob(f"{d}/wheel/*.whl")
