@@ -13,7 +13,6 @@
 // Test helpers outside #[test] functions unwrap too: a failure stops the test where it happened.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -199,20 +198,8 @@ fn foreign_pid() -> u32 {
 }
 
 fn promtool_check(body: &str) {
-    let mut child = Command::new(flmon_tests::tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = flmon_tests::combined_output(&out);
-    assert!(
-        out.status.success() && text.trim().is_empty(),
-        "promtool check metrics:\n{text}\n{body}"
-    );
+    let (clean, report) = flmon_tests::promtool_check_metrics(body);
+    assert!(clean, "promtool check metrics:\n{report}\n{body}");
 }
 
 const H200: &str = "GPU-5d1c6a3e-8f2b-4c19-9a7e-0b3f2d4c5e61";

@@ -4,26 +4,11 @@
 // Test helpers outside #[test] functions unwrap too: a failure stops the test where it happened.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flmon_agent::training::Source;
 use flmon_agent::{Agent, Config};
-
-fn promtool_check(body: &str) -> (bool, String) {
-    let mut child = Command::new(flmon_tests::tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = flmon_tests::combined_output(&out);
-    (out.status.success() && text.trim().is_empty(), text)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_full_metrics_body_passes_promtool_check_metrics() {
@@ -95,7 +80,7 @@ async fn the_full_metrics_body_passes_promtool_check_metrics() {
     ] {
         assert!(body.contains(family), "{family} missing:\n{body}");
     }
-    let (clean, report) = promtool_check(&body);
+    let (clean, report) = flmon_tests::promtool_check_metrics(&body);
     assert!(clean, "promtool check metrics:\n{report}\n{body}");
     agent.stop().await.unwrap();
 }

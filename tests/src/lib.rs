@@ -40,6 +40,33 @@ pub fn combined_output(output: &std::process::Output) -> String {
     )
 }
 
+/// Runs `promtool check metrics` over a `/metrics` body: whether it is clean (exit 0, nothing
+/// printed), and what promtool said.
+///
+/// # Panics
+/// When promtool is not installed or cannot be run.
+pub fn promtool_check_metrics(body: &str) -> (bool, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(body.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write to promtool: {e}"));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("promtool did not finish: {e}"));
+    let text = combined_output(&out);
+    (out.status.success() && text.trim().is_empty(), text)
+}
+
 /// The workspace root (the folder holding the top `Cargo.toml`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -25,6 +25,21 @@ fn buckets(series: &Series) -> &[Bucket] {
     series.buckets()
 }
 
+/// A series of bytes per second in MB/s.
+fn megabytes(series: &Series) -> Vec<Bucket> {
+    series
+        .buckets()
+        .iter()
+        .map(|b| Bucket {
+            min: b.min / 1e6,
+            max: b.max / 1e6,
+            sum: b.sum / 1e6,
+            last: b.last / 1e6,
+            ..*b
+        })
+        .collect()
+}
+
 /// The run's rounds, so every round-based panel of a figure spans the same x range.
 fn round_range(run: Option<&Run>) -> Option<(f64, f64)> {
     let run = run?;
@@ -326,27 +341,17 @@ pub fn system_metrics(analyzer: &Analyzer) -> Figure {
     });
     let network_pods = by_traffic.len();
     by_traffic.truncate(MAX_LINES / 2);
-    let mb = |s: &Series| -> Vec<Bucket> {
-        s.buckets()
-            .iter()
-            .map(|b| Bucket {
-                min: b.min / 1e6,
-                max: b.max / 1e6,
-                sum: b.sum / 1e6,
-                last: b.last / 1e6,
-                ..*b
-            })
-            .collect()
-    };
     for &i in &by_traffic {
         let p = pods[i];
         let name = short(&p.pod);
+        network.lines.push(Line::new(
+            format!("{name} rx"),
+            color(i),
+            &megabytes(&p.network_rx),
+        ));
         network
             .lines
-            .push(Line::new(format!("{name} rx"), color(i), &mb(&p.network_rx)));
-        network
-            .lines
-            .push(Line::new(format!("{name} tx"), color(i), &mb(&p.network_tx)).styled(Style::Dashed));
+            .push(Line::new(format!("{name} tx"), color(i), &megabytes(&p.network_tx)).styled(Style::Dashed));
         all.extend([&p.network_rx, &p.network_tx]);
     }
     if network_pods > by_traffic.len() {
@@ -433,18 +438,7 @@ pub fn kafka(analyzer: &Analyzer) -> Figure {
         latency
             .lines
             .push(Line::new(t.topic.clone(), color, t.latency_seconds.buckets()));
-        let mb: Vec<Bucket> = t
-            .bytes_per_second
-            .buckets()
-            .iter()
-            .map(|b| Bucket {
-                min: b.min / 1e6,
-                max: b.max / 1e6,
-                sum: b.sum / 1e6,
-                last: b.last / 1e6,
-                ..*b
-            })
-            .collect();
+        let mb = megabytes(&t.bytes_per_second);
         bytes.lines.push(Line::new(t.topic.clone(), color, &mb));
         all.extend([&t.messages_per_second, &t.latency_seconds, &t.bytes_per_second]);
     }
