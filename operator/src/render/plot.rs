@@ -416,6 +416,48 @@ fn columns(panel: &Panel, buckets: &[Bucket], (x0, x1): (f64, f64), width: u32) 
         .collect()
 }
 
+/// A legend sample `len` pixels long as two segments: (0, end of the first) and (start of the
+/// second, len). A dashed line's sample shows two dashes, so rx and tx, or a reference line,
+/// are told apart in the legend; a solid one draws the same segment twice.
+fn legend_dashes(len: i32, dashed: bool) -> (i32, i32) {
+    if dashed {
+        (len * 9 / 22, len * 14 / 22)
+    } else {
+        (len, 0)
+    }
+}
+
+/// A line's points, one per column with data, and `None` where the line must break: a column
+/// without data, or a hole in the data — consecutive columns further apart than 1.5 times the
+/// series' usual step (its median) and more than two pixels — as when a client skipped rounds or
+/// an agent was down for a while. Without the break the line would bridge the hole as if values
+/// had been there.
+fn line_points(cols: &[Column], x_per_pixel: f64) -> Vec<Option<(f64, f64)>> {
+    let with_data: Vec<&Column> = cols.iter().filter(|c| c.count > 0).collect();
+    let mut steps: Vec<f64> = with_data
+        .windows(2)
+        .map(|w| w[1].x_lo - w[0].x_hi)
+        .filter(|d| d.is_finite())
+        .collect();
+    steps.sort_by(f64::total_cmp);
+    let usual = steps.get(steps.len() / 2).copied().unwrap_or(0.0).max(0.0);
+    let hole = (1.5 * usual).max(2.0 * x_per_pixel);
+    let mut points = Vec::with_capacity(cols.len());
+    let mut previous: Option<&Column> = None;
+    for c in cols {
+        if c.count == 0 {
+            points.push(None);
+            continue;
+        }
+        if previous.is_some_and(|p| c.x_lo - p.x_hi > hole) {
+            points.push(None);
+        }
+        points.push(Some((c.x, c.sum / f64::from(c.count))));
+        previous = Some(c);
+    }
+    points
+}
+
 /// Liang–Barsky: the part of segment p→q inside the rectangle, if any.
 fn clip(
     p: (f64, f64),
@@ -665,10 +707,7 @@ where
                 if !band.is_empty() {
                     chart.draw_series(band)?;
                 }
-                let points: Vec<Option<(f64, f64)>> = cols
-                    .iter()
-                    .map(|c| (c.count > 0).then(|| (c.x, c.sum / f64::from(c.count))))
-                    .collect();
+                let points = line_points(&cols, (x1 - x0) / f64::from(width.max(1)));
                 let paths = clipped_paths(&points, xr, yr);
                 let width_px = if line.style == Style::Dashed {
                     px(1.6 * s)
@@ -722,12 +761,7 @@ where
                 if shown_in_legend {
                     legend += 1;
                     let len = px(22.0 * s) as i32;
-                    // A dashed line's legend sample is dashed too (two dashes), so rx and tx differ.
-                    let (dash_end, next) = if line.style == Style::Dashed {
-                        (len * 9 / 22, len * 14 / 22)
-                    } else {
-                        (len, 0)
-                    };
+                    let (dash_end, next) = legend_dashes(len, line.style == Style::Dashed);
                     anno.label(line.label.clone()).legend(move |(x, y)| {
                         EmptyElement::at((x, y))
                             + PathElement::new(vec![(0, 0), (dash_end, 0)], style)
@@ -775,8 +809,12 @@ where
             )))?;
             legend += 1;
             let len = px(22.0 * s) as i32;
-            anno.label(r.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + len, y)], style));
+            let (dash_end, next) = legend_dashes(len, true);
+            anno.label(r.label.clone()).legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (dash_end, 0)], style)
+                    + PathElement::new(vec![(next, 0), (len, 0)], style)
+            });
         }
     }
     if legend > 0 {
@@ -827,6 +865,41 @@ fn legend_corner(panel: &Panel, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A column holding one round's value.
+    fn round(r: f64, v: f64) -> Column {
+        Column {
+            index: r as i64,
+            x: r,
+            x_lo: r,
+            x_hi: r,
+            min: v,
+            max: v,
+            sum: v,
+            count: 1,
+            non_finite: 0,
+        }
+    }
+
+    #[test]
+    fn a_line_breaks_over_rounds_without_data_and_bridges_none_else() {
+        // A client that took part in rounds 1-7 and 13-15 (offline for 8-12).
+        let cols: Vec<Column> = (1..=7).chain(13..=15).map(|r| round(f64::from(r), 0.5)).collect();
+        let points = line_points(&cols, 0.05);
+        let breaks: Vec<usize> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.is_none().then_some(i))
+            .collect();
+        assert_eq!(breaks, [7], "one break, between rounds 7 and 13: {points:?}");
+        assert_eq!(clipped_paths(&points, (0.0, 16.0), (0.0, 1.0)).len(), 2);
+        // Every round there: one unbroken line.
+        let cols: Vec<Column> = (1..=15).map(|r| round(f64::from(r), 0.5)).collect();
+        assert!(line_points(&cols, 0.05).iter().all(Option::is_some));
+        // Dense data, many points a pixel: columns a pixel apart are no hole.
+        let cols: Vec<Column> = (0..100).map(|i| round(f64::from(i) * 10.0, 0.5)).collect();
+        assert!(line_points(&cols, 10.0).iter().all(Option::is_some));
+    }
 
     #[test]
     fn a_segment_leaving_the_area_is_cut_at_its_edge() {
