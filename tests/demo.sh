@@ -5,8 +5,9 @@
 #   3. runs the operator as a local process against the apiserver (its webhook registered by URL);
 #   4. applies an FLMonitor and an FL job (one server, five clients) that the webhook injects;
 #   5. plays the kubelet's part for those pods, openly (examples/demo/kubelet.py): each pod gets its
-#      own network namespace and its containers, the app and the injected flmon-agent, run as
-#      local processes; a real FedAvg run over Kafka on scikit-learn's digits follows;
+#      own network namespace and one shared process namespace, and its containers, the app and
+#      the injected flmon-agent, run in them as local processes; a real FedAvg run over Kafka on
+#      scikit-learn's digits follows;
 #   6. shows progress, then `kubectl get flm`, the alerts (firing now, and every firing and
 #      resolution of the run), and where the plots, report and dashboard page are.
 # Needs root (network namespaces). Installs what is missing first.

@@ -4,6 +4,9 @@ environment, so this process starts each scheduled pod's containers as local pro
 For every pod in the watched namespace that is Pending and has no podIP it
 - gives the pod its own network namespace (`ip netns add`) joined to a bridge by a veth pair, so
   every pod has its own 127.0.0.1 and its own address, as in Kubernetes;
+- gives the pod one process namespace with its own /proc, which all its containers join, as
+  `shareProcessNamespace: true` does (the webhook sets it): the agent sees the app's processes
+  and nothing else of this machine, so CPU and memory are the pod's;
 - starts its native sidecars (init containers with `restartPolicy: Always`) and its containers as
   processes inside that namespace, with the pod's env resolved as the kubelet would (`value`,
   Downward API `fieldRef` and `resourceFieldRef`, `secretKeyRef`), mapping each image to a local
@@ -67,6 +70,14 @@ def quantity(q: str, divisor: str | None) -> str:
     return str(int(-(-value // 1)))
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 class Pod:
     def __init__(self, kubelet: "Kubelet", pod: dict, index: int):
         self.k = kubelet
@@ -77,6 +88,8 @@ class Pod:
         self.netns = f"flmon-{index}"
         self.sidecars: list[subprocess.Popen] = []
         self.apps: list[tuple[str, subprocess.Popen]] = []
+        self.pause: subprocess.Popen | None = None
+        self.pause_pid = 0
 
     # -- networking -------------------------------------------------------------------------------
     def setup_network(self) -> None:
@@ -93,6 +106,36 @@ class Pod:
         ]
         for c in cmds:
             subprocess.run(shlex.split(c), check=True, capture_output=True, text=True)
+
+    # -- processes --------------------------------------------------------------------------------
+    def setup_processes(self) -> None:
+        """The pod's shared process namespace: a pause process as its pid 1, in the pod's network
+        namespace, with a /proc of its own; containers join it with nsenter."""
+        # Like Kubernetes' pause container, pid 1 is named `pause` (the agent leaves it out of the
+        # pod's usage, as it does the real one) and reaps the orphans it adopts.
+        reaper = ("import os, time\n"
+                  "open('/proc/self/comm', 'w').write('pause')\n"
+                  "while True:\n"
+                  "    try:\n"
+                  "        os.wait()\n"
+                  "    except ChildProcessError:\n"
+                  "        time.sleep(0.2)\n")
+        self.pause = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, "unshare", "--pid", "--fork", "--mount-proc",
+             sys.executable, "-c", reaper],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        children = f"/proc/{self.pause.pid}/task/{self.pause.pid}/children"
+        for _ in range(100):
+            try:
+                with open(children) as f:
+                    first = f.read().split()
+            except FileNotFoundError:
+                first = []
+            if first:
+                self.pause_pid = int(first[0])
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.ns}/{self.name}: the pod's pause process did not start")
 
     # -- env --------------------------------------------------------------------------------------
     def resolve_env(self, container: dict) -> dict[str, str]:
@@ -162,7 +205,10 @@ class Pod:
         env = self.resolve_env(container)
         cmd = self.command(container)
         logf = open(os.path.join(self.k.args.logs, f"{self.name}.{container['name']}.log"), "w")
-        proc = subprocess.Popen(["ip", "netns", "exec", self.netns] + cmd, env=env, stdout=logf,
+        # Into the pod's network, mount (its /proc) and process namespaces, in the work folder.
+        enter = ["nsenter", "--target", str(self.pause_pid), "--net", "--mount", "--pid",
+                 f"--wd={os.path.abspath(self.k.args.workdir)}", "--"]
+        proc = subprocess.Popen(enter + cmd, env=env, stdout=logf,
                                 stderr=subprocess.STDOUT, cwd=self.k.args.workdir, start_new_session=True)
         log(f"{self.ns}/{self.name}: started {'sidecar' if sidecar else 'container'} {container['name']} "
             f"({os.path.basename(cmd[0])}) at {self.ip}")
@@ -170,6 +216,7 @@ class Pod:
 
     def run(self) -> None:
         self.setup_network()
+        self.setup_processes()
         spec = self.pod["spec"]
         statuses = []
         for c in spec.get("initContainers", []):
@@ -221,11 +268,20 @@ class Pod:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+        # Each container's whole process group: nsenter itself ends on SIGTERM at once, while the
+        # program it started may take its grace period (the agent shuts NVML and Kafka down).
+        deadline = time.monotonic() + 10
         for p in self.sidecars + [p for _, p in self.apps]:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            while group_alive(p.pid) and time.monotonic() < deadline:
+                p.poll()
+                time.sleep(0.05)
+            if group_alive(p.pid):
                 os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        # The pod's pid 1 last: whatever is left in its process namespace ends with it.
+        if self.pause is not None and self.pause.poll() is None:
+            os.killpg(self.pause.pid, signal.SIGKILL)
+            self.pause.wait()
 
     def teardown(self) -> None:
         self.stop()
