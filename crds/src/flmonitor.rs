@@ -37,8 +37,8 @@ pub const MAX_LISTED_NAMES: usize = 20;
     doc = "FLMonitor monitors one federated-learning job: it selects the job's pods (the agent is injected into them), \
            generates a headless Service, ServiceMonitor, PrometheusRule and Grafana dashboard for it, and reports \
            training progress and convergence in its status.",
-    validation = Rule::new("self.metadata.name.size() <= 52").message("metadata.name must be at most 52 characters: generated object names and the flmon.io/monitor label value derive from it"),
-    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label (lower-case letters, digits and '-'; no dots): it becomes part of Service names and a label value"),
+    validation = Rule::new("self.metadata.name.size() <= 52").field_path(".metadata.name").message("metadata.name must be at most 52 characters: generated object names and the flmon.io/monitor label value derive from it"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").field_path(".metadata.name").message("metadata.name must be a DNS label (lower-case letters, digits and '-'; no dots): it becomes part of Service names and a label value"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Training phase"),
     printcolumn(name = "Round", type_ = "integer", json_path = ".status.round", description = "Last completed round"),
     printcolumn(name = "Loss", type_ = "number", json_path = ".status.globalLoss", description = "Global loss after the last round"),

@@ -32,9 +32,37 @@ pub const GENERATED_HEADER: &str =
 /// them (see [`unwrap_description`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
-        unwrap_descriptions(FLMonitor::crd()),
+        unwrap_descriptions(with_metadata_name(FLMonitor::crd())),
         unwrap_descriptions(AlertRule::crd()),
     ]
+}
+
+/// Declares `metadata.name` in the root schema (the one metadata field a CRD schema may declare),
+/// so the CEL rules on the name can point their error at `metadata.name` (`fieldPath`) instead of
+/// the whole object.
+fn with_metadata_name(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+    for version in &mut crd.spec.versions {
+        if let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            let name = JSONSchemaProps {
+                type_: Some("string".into()),
+                ..JSONSchemaProps::default()
+            };
+            let metadata = JSONSchemaProps {
+                type_: Some("object".into()),
+                properties: Some([("name".to_owned(), name)].into()),
+                ..JSONSchemaProps::default()
+            };
+            root.properties
+                .get_or_insert_with(Default::default)
+                .insert("metadata".into(), metadata);
+        }
+    }
+    crd
 }
 
 /// A description with the line breaks of the doc comment it came from joined into spaces, so

@@ -311,10 +311,16 @@ async fn invalid_flmonitors_are_rejected_with_a_message_naming_the_field() {
     let (client, ns) = setup("invalid").await;
     let monitors: Api<FLMonitor> = Api::namespaced(client.clone(), &ns);
     let cases = [
+        // The error names the field (not `<nil>`, the whole object) and says why.
         (
             &"x".repeat(53)[..],
             "",
-            "metadata.name must be at most 52 characters",
+            "is invalid: metadata.name: Invalid value: metadata.name must be at most 52 characters",
+        ),
+        (
+            "dotted.name",
+            "",
+            "is invalid: metadata.name: Invalid value: metadata.name must be a DNS label",
         ),
         (
             "bad-duration",
