@@ -144,7 +144,11 @@ fn spread_panel(
 ) {
     let scaled = |b: &[Bucket]| if scale == 1.0 { b.to_vec() } else { percent(b) };
     if book.len() <= crate::analysis::clients::LINE_CLIENTS {
-        for (i, lines) in book.lines.iter().enumerate() {
+        // In client-id order, so a client keeps its colour and legend place from run to run
+        // (arrival order differs every run).
+        let mut clients: Vec<_> = book.lines.iter().collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        for (i, lines) in clients.into_iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             panel.lines.push(Line::new(
                 short(&lines.client_id),
@@ -295,10 +299,11 @@ fn time_axis(panels: &mut [&mut Panel], series: &[&Series]) {
 
 /// CPU, memory, network and GPU per pod.
 ///
-/// CPU, memory and GPU draw the `MAX_LINES` busiest pods by CPU. Network draws two lines a pod
-/// (rx, tx), so it picks its own `MAX_LINES / 2` busiest pods by traffic: in FL the server moves
-/// the most bytes while using little CPU, and it must not be the pod left out. A pod keeps its
-/// colour in every panel, and a panel that leaves pods out says how many in its title.
+/// CPU, memory and GPU draw the `MAX_LINES` busiest pods by CPU, in name order. Network draws
+/// two lines a pod (rx, tx), so it picks its own `MAX_LINES / 2` busiest pods by traffic: in FL
+/// the server moves the most bytes while using little CPU, and it must not be the pod left out.
+/// A pod's colour is its place in name order, the same in every panel and from run to run, and a
+/// panel that leaves pods out says how many in its title.
 pub fn system_metrics(analyzer: &Analyzer) -> Figure {
     let mut cpu = Panel::new("CPU Usage", "Time", "CPU (% of limits)");
     let mut memory = Panel::new("Memory Usage", "Time", "Memory (% of limits)");
@@ -313,12 +318,19 @@ pub fn system_metrics(analyzer: &Analyzer) -> Figure {
             .fold((0.0, 0u64), |(a, n), b| (a + b.sum, n + u64::from(b.count)));
         if n == 0 { 0.0 } else { sum / n as f64 }
     };
-    // The busiest pods first; a pod's colour is its place in this order.
-    pods.sort_by(|a, b| mean(&b.cpu_percent).total_cmp(&mean(&a.cpu_percent)));
+    pods.sort_by(|a, b| a.pod.cmp(&b.pod));
     let color = |i: usize| PALETTE[i % PALETTE.len()];
-    let shown = &pods[..pods.len().min(MAX_LINES)];
+    let mut shown: Vec<usize> = (0..pods.len()).collect();
+    shown.sort_by(|&a, &b| {
+        mean(&pods[b].cpu_percent)
+            .total_cmp(&mean(&pods[a].cpu_percent))
+            .then(a.cmp(&b))
+    });
+    shown.truncate(MAX_LINES);
+    shown.sort_unstable();
     let mut all: Vec<&Series> = Vec::new();
-    for (i, p) in shown.iter().enumerate() {
+    for &i in &shown {
+        let p = pods[i];
         let name = short(&p.pod);
         cpu.lines
             .push(Line::new(name.clone(), color(i), p.cpu_percent.buckets()));
@@ -549,6 +561,45 @@ mod tests {
                 "{name} keeps its colour across panels"
             );
         }
+    }
+
+    #[test]
+    fn clients_keep_their_colour_and_legend_place_whatever_order_they_arrive_in() {
+        use crate::analysis::history::{ClientUpdate, RoundEnd};
+        let run = |arrival: &[&str]| {
+            let mut doc = History::default();
+            for round in 1..=3 {
+                doc.rounds.push(RoundEnd {
+                    run_id: Some("r".into()),
+                    round,
+                    global_loss: Some(1.0),
+                    ..RoundEnd::default()
+                });
+                for id in arrival {
+                    doc.clients.push(ClientUpdate {
+                        run_id: Some("r".into()),
+                        round,
+                        client_id: Some((*id).into()),
+                        loss: Some(0.5),
+                        ..ClientUpdate::default()
+                    });
+                }
+            }
+            let mut analyzer = Analyzer::new(AnalysisConfig::default()).expect("analyzer");
+            analyzer.ingest_all(&[doc]);
+            let figure = figures(&analyzer).swap_remove(1);
+            figure.panels[0]
+                .lines
+                .iter()
+                .map(|l| (l.label.clone(), l.color))
+                .collect::<Vec<_>>()
+        };
+        let first = run(&["site-3", "site-1", "site-2"]);
+        assert_eq!(
+            first.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(),
+            ["site-1", "site-2", "site-3"]
+        );
+        assert_eq!(first, run(&["site-2", "site-3", "site-1"]));
     }
 
     #[test]
