@@ -13,7 +13,6 @@
 // Test helpers outside #[test] functions unwrap too: a failure stops the test where it happened.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,7 +66,9 @@ impl FakeNvml {
     }
 }
 
-/// The `flmon-agent` binary cargo built beside this test binary.
+/// The `flmon-agent` binary cargo built beside this test binary. `cargo test --workspace` builds
+/// it; run on its own (`-p flmon-tests --test agent_gpu`), this test uses whatever binary is
+/// there, so `cargo build -p flmon-agent` first after changing the agent.
 fn agent_binary() -> PathBuf {
     // The test binary lives in <target>/<profile>/deps; the flmon binaries one folder up.
     let exe = std::env::current_exe().unwrap();
@@ -80,14 +81,6 @@ fn agent_binary() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running agent binary; killed if a test fails before stopping it.
 struct Agent {
     child: Option<Child>,
@@ -96,8 +89,9 @@ struct Agent {
 }
 
 impl Agent {
+    /// Starts the agent on ports the kernel picks, and reads the metrics address from its
+    /// "agent started" log line (no port is chosen here that another process could take first).
     fn start(library: &Path, mode: &str, log_dir: &Path) -> Self {
-        let metrics = format!("127.0.0.1:{}", free_port());
         let log = log_dir.join("agent.log");
         let child = Command::new(agent_binary())
             .args([
@@ -110,17 +104,35 @@ impl Agent {
             ])
             .arg("--nvml-library")
             .arg(library)
-            .args(["--metrics-addr", &metrics])
-            .args(["--ingest-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--metrics-addr", "127.0.0.1:0", "--ingest-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        Agent {
+        let mut agent = Agent {
             child: Some(child),
-            metrics,
+            metrics: String::new(),
             log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while agent.metrics.is_empty() {
+            let text = std::fs::read_to_string(&agent.log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find(|l| l.contains("agent started"))
+                .and_then(|l| l.split("metrics_addr=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                agent.metrics = addr.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not log its start within 10 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+        agent
     }
 
     fn get(&self, path: &str) -> String {
@@ -189,6 +201,16 @@ impl Drop for Agent {
     }
 }
 
+/// A process of "this pod"; killed when the test ends, however it ends.
+struct App(Child);
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 /// A pid no process has here: a GPU running it belongs to some other pod.
 fn foreign_pid() -> u32 {
     (100_000..4_000_000)
@@ -229,8 +251,8 @@ fn labels(index: u32, uuid: &str, model: &str) -> String {
 fn node_visible_reports_this_pods_gpus_through_nvml_drops_a_lost_one_and_shuts_nvml_down() {
     let nvml = FakeNvml::build();
     // A process of "this pod" holding a CUDA context: the agent sees it in its process namespace.
-    let mut app = Command::new("sleep").arg("120").spawn().unwrap();
-    nvml.set_state(&state(app.id(), foreign_pid(), "ok"));
+    let app = App(Command::new("sleep").arg("120").spawn().unwrap());
+    nvml.set_state(&state(app.0.id(), foreign_pid(), "ok"));
     let mut agent = Agent::start(&nvml.library(), "NodeVisible", nvml.dir.path());
 
     let body = agent.metrics_when("the pod's GPUs", |b| {
@@ -280,8 +302,10 @@ fn node_visible_reports_this_pods_gpus_through_nvml_drops_a_lost_one_and_shuts_n
     assert!(!history.contains(OTHER_POD), "{history}");
 
     // The H200 falls off the bus: its series go; the MIG device and the host collector stay.
-    nvml.set_state(&state(app.id(), foreign_pid(), "lost"));
-    let body = agent.metrics_when("the lost GPU to be dropped", |b| !b.contains(H200));
+    nvml.set_state(&state(app.0.id(), foreign_pid(), "lost"));
+    let body = agent.metrics_when("the lost GPU to be dropped", |b| {
+        b.contains("flmon_gpu_up{") && !b.contains(H200)
+    });
     assert!(body.contains(MIG), "{body}");
     assert!(
         body.contains("flmon_agent_collector_success{collector=\"host\"} 1")
@@ -302,8 +326,6 @@ fn node_visible_reports_this_pods_gpus_through_nvml_drops_a_lost_one_and_shuts_n
         Some("nvmlShutdown"),
         "NVML is shut down on SIGTERM: {calls:?}"
     );
-    app.kill().ok();
-    app.wait().ok();
 }
 
 #[test]
