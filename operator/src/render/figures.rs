@@ -25,6 +25,15 @@ fn buckets(series: &Series) -> &[Bucket] {
     series.buckets()
 }
 
+/// "1 topic", "2 topics".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A series of bytes per second in MB/s.
 fn megabytes(series: &Series) -> Vec<Bucket> {
     series
@@ -384,7 +393,7 @@ pub fn system_metrics(analyzer: &Analyzer) -> Figure {
     };
     Figure {
         name: "system_metrics",
-        title: format!("System Performance Metrics — {} pods{more}", pods.len()),
+        title: format!("System Performance Metrics — {}{more}", count(pods.len(), "pod")),
         panels: vec![cpu, memory, network, gpu],
     }
 }
@@ -470,9 +479,9 @@ pub fn kafka(analyzer: &Analyzer) -> Figure {
     Figure {
         name: "kafka_metrics",
         title: format!(
-            "Kafka Performance Metrics — {} topics, {} consumer groups",
-            analyzer.topics.len(),
-            analyzer.groups.len()
+            "Kafka Performance Metrics — {}, {}",
+            count(analyzer.topics.len(), "topic"),
+            count(analyzer.groups.len(), "consumer group")
         ),
         panels: vec![throughput, latency, lag, bytes],
     }
@@ -600,6 +609,13 @@ mod tests {
             ["site-1", "site-2", "site-3"]
         );
         assert_eq!(first, run(&["site-2", "site-3", "site-1"]));
+    }
+
+    #[test]
+    fn titles_count_in_singular_and_plural() {
+        assert_eq!(count(1, "consumer group"), "1 consumer group");
+        assert_eq!(count(2, "topic"), "2 topics");
+        assert_eq!(count(0, "topic"), "0 topics");
     }
 
     #[test]
