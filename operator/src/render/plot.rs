@@ -6,7 +6,11 @@
 //! stays visible. Every line is clipped to its panel's plotting area (Liang–Barsky) and bands are
 //! clamped to it, so no panel's data spills into another.
 
+use std::ops::Range;
+
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -259,6 +263,94 @@ pub fn tick(v: f64) -> String {
     } else {
         s
     }
+}
+
+/// A panel's y axis: linear over `lo..hi` (in log10 units on a log panel), with ticks at round
+/// values of what is drawn — on a log panel 0.01, 0.1, 1 or 0.2, 0.5, 1, never 10^0.2 = 1.585.
+struct YAxis {
+    inner: RangedCoordf64,
+    log: bool,
+}
+
+impl YAxis {
+    fn new(lo: f64, hi: f64, log: bool) -> Self {
+        Self {
+            inner: (lo..hi).into(),
+            log,
+        }
+    }
+}
+
+impl Ranged for YAxis {
+    type ValueType = f64;
+    type FormatOption = DefaultFormatting;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if !self.log {
+            return self.inner.key_points(hint);
+        }
+        if hint.weight().allow_light_points() {
+            return Vec::new();
+        }
+        let Range { start, end } = self.inner.range();
+        log_ticks(start, end, hint.max_num_points())
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// The value at `t` on a log axis, to 10 significant digits (so a tick at log10(0.001) reads
+/// 0.001, not 0.000999…).
+fn from_log(t: f64) -> f64 {
+    format!("{:.9e}", 10f64.powf(t)).parse().unwrap_or(f64::NAN)
+}
+
+/// Tick positions, in log10 units, for a log axis over `lo..hi` (log10 units), at most `max`:
+/// whole decades when three or more fit, else 1-2-5 or 1…9 times a power of ten, else (less than
+/// a factor of two on the axis) round linear steps of the values themselves.
+fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    if max == 0 || !lo.is_finite() || !hi.is_finite() || hi <= lo {
+        return Vec::new();
+    }
+    let in_range = |mantissas: &[f64]| -> Vec<f64> {
+        let (first, last) = (lo.floor() as i32, hi.ceil() as i32);
+        (first..=last)
+            .flat_map(|decade| mantissas.iter().map(move |m| (m * 10f64.powi(decade)).log10()))
+            .filter(|t| (lo..=hi).contains(t))
+            .collect()
+    };
+    let decades = in_range(&[1.0]);
+    if decades.len() >= 3 {
+        let step = decades.len().div_ceil(max).max(1);
+        return decades.into_iter().step_by(step).collect();
+    }
+    let mut best = decades;
+    for mantissas in [
+        &[1.0, 2.0, 5.0][..],
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+    ] {
+        let ticks = in_range(mantissas);
+        if ticks.len() > max {
+            break;
+        }
+        if ticks.len() >= 3 {
+            return ticks;
+        }
+        if ticks.len() > best.len() {
+            best = ticks;
+        }
+    }
+    if best.len() >= 2 {
+        return best;
+    }
+    let values = RangedCoordf64::from(10f64.powf(lo)..10f64.powf(hi)).key_points(max);
+    values.into_iter().filter(|v| *v > 0.0).map(f64::log10).collect()
 }
 
 /// Range of the finite drawn values of a panel's series, bands and references.
@@ -564,7 +656,7 @@ where
         .margin(px(14.0 * s))
         .x_label_area_size(px(48.0 * s))
         .y_label_area_size(px(78.0 * s))
-        .build_cartesian_2d(x0..x1, y0..y1)?;
+        .build_cartesian_2d(x0..x1, YAxis::new(y0, y1, panel.scale == Scale::Log))?;
     let categories = &panel.categories;
     // Values within a millionth of the axis span of zero are zero (not -6.8e-21).
     let snap = |v: f64, span: f64| if v.abs() < span * 1e-6 { 0.0 } else { v };
@@ -583,7 +675,7 @@ where
     let log = panel.scale == Scale::Log;
     let y_fmt = |v: &f64| {
         if log {
-            tick(10f64.powf(*v))
+            tick(from_log(*v))
         } else {
             tick(snap(*v, y1 - y0))
         }
@@ -594,7 +686,11 @@ where
     let fit = ((f64::from(area_w) - 110.0 * s) / ((longest + 2.0) * 13.0 * s * 0.62))
         .floor()
         .max(1.0) as usize;
-    let x_labels = if categories.is_empty() {
+    // A panel without data shows its message in a bare frame, not a made-up 0–1 scale.
+    let empty = !panel.has_data();
+    let x_labels = if empty {
+        0
+    } else if categories.is_empty() {
         8
     } else {
         categories.len().min(fit)
@@ -604,7 +700,7 @@ where
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
         .x_labels(x_labels)
-        .y_labels(7)
+        .y_labels(if empty { 0 } else { 7 })
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
         .label_style(tick_font.clone())
@@ -619,7 +715,7 @@ where
     let (width, _) = chart.plotting_area().dim_in_pixel();
     let xr = (x0, x1);
     let yr = (y0, y1);
-    if !panel.has_data() {
+    if empty {
         let msg_font = ("sans-serif", 17.0 * s)
             .into_font()
             .color(&RGBColor(110, 110, 110))
@@ -927,6 +1023,38 @@ mod tests {
         let paths = clipped_paths(&points, (0.0, 4.0), (0.0, 1.0));
         assert_eq!(paths.len(), 3, "{paths:?}");
         assert!(paths.iter().flatten().all(|p| p.1 <= 1.0 && p.1 >= 0.0));
+    }
+
+    #[test]
+    fn log_axis_ticks_are_round_values() {
+        let labels = |lo: f64, hi: f64| -> Vec<String> {
+            log_ticks(lo.log10(), hi.log10(), 7)
+                .into_iter()
+                .map(|t| tick(from_log(t)))
+                .collect()
+        };
+        // Several decades: one tick a decade, or every other decade when they do not fit.
+        assert_eq!(labels(0.0008, 2.5), ["0.001", "0.01", "0.1", "1"]);
+        assert_eq!(
+            labels(1e-9, 2e3),
+            ["1e-9", "1e-7", "1e-5", "0.001", "0.1", "10", "1000"]
+        );
+        // About a decade: 1-2-5 steps.
+        assert_eq!(labels(0.04, 2.2), ["0.05", "0.1", "0.2", "0.5", "1", "2"]);
+        // Less than a decade: every digit.
+        assert_eq!(
+            labels(0.25, 0.95),
+            ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
+        );
+        // A narrow range: round linear steps, never powers like 10^0.2 = 1.585.
+        let narrow = labels(0.612, 0.689);
+        assert!(narrow.len() >= 3, "{narrow:?}");
+        assert!(
+            narrow.iter().all(|l| l.len() <= 4 && l.starts_with("0.6")),
+            "{narrow:?}"
+        );
+        assert!(log_ticks(0.0, 1.0, 0).is_empty());
+        assert!(log_ticks(f64::NAN, 1.0, 7).is_empty());
     }
 
     #[test]
