@@ -17,6 +17,19 @@ pub const DIVERGED: &str = "Diverged";
 /// AlertRule: the rule is well-formed and is part of the generated PrometheusRules.
 pub const VALID: &str = "Valid";
 
+/// The order of the types in `status.conditions`, as `kubectl describe` lists them: readiness
+/// first, then what the analysis found, whichever was written first. Other types follow these.
+pub const ORDER: [&str; 8] = [
+    READY,
+    AGENTS_INJECTED,
+    MONITORING_READY,
+    CONVERGED,
+    STALLED,
+    LOW_PARTICIPATION,
+    DIVERGED,
+    VALID,
+];
+
 /// Reasons (CamelCase, as Kubernetes wants them) used with the condition types above.
 pub mod reason {
     /// Everything generated was applied.

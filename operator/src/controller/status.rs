@@ -1,6 +1,7 @@
 //! Conditions and status writes: a condition's `lastTransitionTime` moves only when its status
 //! changes, and a status is written only when it differs from what the apiserver holds.
 
+use flmon_crds::conditions::ORDER;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
@@ -44,7 +45,8 @@ fn status_str(status: bool) -> &'static str {
 
 /// Sets `desired` in `conditions`: reason, message and observed generation are updated, and
 /// `lastTransitionTime` becomes `now` only when the status changes (or the condition is new).
-/// Returns whether anything changed.
+/// A new condition takes its place in [`ORDER`], so the list reads the same on every
+/// monitor however its writes interleaved. Returns whether anything changed.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     desired: &DesiredCondition,
@@ -65,14 +67,22 @@ pub fn set_condition(
             *existing != before
         }
         None => {
-            conditions.push(Condition {
-                type_: desired.type_.to_owned(),
-                status: status.to_owned(),
-                reason: desired.reason.to_owned(),
-                message: desired.message.clone(),
-                observed_generation: generation,
-                last_transition_time: now.clone(),
-            });
+            let rank = |t: &str| ORDER.iter().position(|o| *o == t).unwrap_or(ORDER.len());
+            let at = conditions
+                .iter()
+                .position(|c| rank(&c.type_) > rank(desired.type_))
+                .unwrap_or(conditions.len());
+            conditions.insert(
+                at,
+                Condition {
+                    type_: desired.type_.to_owned(),
+                    status: status.to_owned(),
+                    reason: desired.reason.to_owned(),
+                    message: desired.message.clone(),
+                    observed_generation: generation,
+                    last_transition_time: now.clone(),
+                },
+            );
             true
         }
     }
@@ -180,7 +190,37 @@ mod tests {
             &at(10),
         );
         assert_eq!(conditions.len(), 2);
-        assert_eq!(conditions[0].type_, "Converged");
-        assert_eq!(conditions[0].last_transition_time, at(5));
+        let converged = conditions.iter().find(|c| c.type_ == "Converged").unwrap();
+        assert_eq!(converged.last_transition_time, at(5));
+        assert_eq!(converged.observed_generation, None);
+    }
+
+    #[test]
+    fn conditions_are_listed_in_one_order_whichever_was_written_first() {
+        let types = |written: &[&'static str]| {
+            let mut conditions = vec![];
+            for t in written {
+                set_condition(
+                    &mut conditions,
+                    &DesiredCondition::new(t, true, "R", "m"),
+                    None,
+                    &at(1),
+                );
+            }
+            conditions.into_iter().map(|c| c.type_).collect::<Vec<_>>()
+        };
+        let expected = ["Ready", "AgentsInjected", "Converged", "Stalled", "Custom"];
+        assert_eq!(
+            types(&["Stalled", "Custom", "Converged", "AgentsInjected", "Ready"]),
+            expected
+        );
+        assert_eq!(
+            types(&["Ready", "AgentsInjected", "Converged", "Stalled", "Custom"]),
+            expected
+        );
+        assert_eq!(
+            types(&["Custom", "Converged", "Ready", "Stalled", "AgentsInjected"]),
+            expected
+        );
     }
 }
