@@ -1284,10 +1284,19 @@ fn overview(summaries: &[ClientSummary], config: &AnalysisConfig) -> ClientsOver
     });
     let consistency = |c: &&ClientSummary| c.consistency.unwrap_or(f64::NAN);
     let with_consistency = summaries.iter().filter(|c| c.consistency.is_some());
-    let most = with_consistency
-        .clone()
-        .max_by(|a, b| consistency(a).total_cmp(&consistency(b)));
-    let least = with_consistency.min_by(|a, b| consistency(a).total_cmp(&consistency(b)));
+    // Ties go to the lowest client id: the report names the same client whatever order the
+    // clients joined in.
+    let by_id = |a: &&ClientSummary, b: &&ClientSummary| a.client_id.cmp(&b.client_id);
+    let most = with_consistency.clone().min_by(|a, b| {
+        consistency(b)
+            .total_cmp(&consistency(a))
+            .then_with(|| by_id(a, b))
+    });
+    let least = with_consistency.min_by(|a, b| {
+        consistency(a)
+            .total_cmp(&consistency(b))
+            .then_with(|| by_id(a, b))
+    });
     let count = |t| summaries.iter().filter(|c| c.trend == t).count();
     ClientsOverview {
         tracked: summaries.len(),
@@ -1314,6 +1323,52 @@ fn overview(summaries: &[ClientSummary], config: &AnalysisConfig) -> ClientsOver
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timed_client(id: &str, consistency: f64) -> ClientSummary {
+        ClientSummary {
+            client_id: id.into(),
+            first_round: 1,
+            last_round: 5,
+            rounds_participated: 5,
+            rounds_failed: 0,
+            participation_rate: 1.0,
+            mean_training_seconds: Some(2.0),
+            std_training_seconds: Some(0.1),
+            consistency: Some(consistency),
+            trend: super::super::clients::Trend::Stable,
+            relative_slope: Some(0.0),
+            straggler: false,
+            slow_rounds: 0,
+            last_loss: None,
+            last_accuracy: None,
+            samples: 0,
+        }
+    }
+
+    #[test]
+    fn the_most_and_least_consistent_clients_do_not_depend_on_the_order_clients_joined_in() {
+        let config = AnalysisConfig::default();
+        let clients = [
+            timed_client("client-c", 0.9),
+            timed_client("client-a", 0.9),
+            timed_client("client-d", 0.5),
+            timed_client("client-b", 0.5),
+            timed_client("client-e", 0.7),
+        ];
+        let mut reversed = clients.clone();
+        reversed.reverse();
+        for order in [&clients[..], &reversed[..]] {
+            let o = overview(order, &config);
+            assert_eq!(
+                o.most_consistent.map(|c| c.client_id).as_deref(),
+                Some("client-a")
+            );
+            assert_eq!(
+                o.least_consistent.map(|c| c.client_id).as_deref(),
+                Some("client-b")
+            );
+        }
+    }
 
     fn round(run: &str, round: u64, loss: Option<f64>) -> RoundEnd {
         RoundEnd {
