@@ -1,6 +1,7 @@
 //! The operator's generated PromQL checked by the real `promtool`: generated PrometheusRules
 //! parse, the default rules fire and stay quiet where SPEC §3 says (unit-tested with synthetic
-//! series), and every dashboard panel's expression parses when wrapped as a recording rule.
+//! series), every dashboard panel's expression parses when wrapped as a recording rule, and the
+//! GPU memory panel counts MIG devices as a user expects.
 
 use std::path::Path;
 use std::process::Command;
@@ -180,4 +181,58 @@ fn every_dashboard_expression_parses_as_a_recording_rule() {
     );
     let out = promtool(&["check", "rules", "dashboard.yaml"], dir.path());
     assert!(out.contains(&format!("SUCCESS: {count} rules found")), "{out}");
+}
+
+#[test]
+fn the_gpu_memory_panel_sums_a_pods_mig_devices_and_never_adds_their_card() {
+    let queries = dashboard_queries(&monitor("fl", "mnist", ""));
+    let used = queries
+        .iter()
+        .find(|(title, expr)| *title == "GPU Memory" && expr.contains("gpu_memory_used"))
+        .map(|(_, expr)| expr.clone())
+        .expect("a GPU memory panel");
+    let series = |pod: &str, gpu: &str, uuid: &str, bytes: &str| {
+        json!({
+            "series": format!(
+                "flmon_gpu_memory_used_bytes{{namespace=\"fl\",flmon_monitor=\"mnist\",pod=\"{pod}\",gpu=\"{gpu}\",uuid=\"{uuid}\"}}"
+            ),
+            "values": format!("{bytes}x4"),
+        })
+    };
+    let sample = |pod: &str, gpu: &str, bytes: f64| json!({ "labels": format!("{{gpu=\"{gpu}\",pod=\"{pod}\"}}"), "value": bytes });
+    let test = json!({
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                // A whole card.
+                series("whole", "0", "GPU-a", "1000"),
+                // Two MIG devices on card 1: two slices of one pod, added up.
+                series("sliced", "1", "MIG-x", "200"),
+                series("sliced", "1", "MIG-y", "300"),
+                // Every device of the node (`All`): card 2 and its MIG device; the slice counts.
+                series("node", "2", "GPU-c", "40000"),
+                series("node", "2", "MIG-z", "500"),
+                // Another monitor's pod is not on this dashboard.
+                json!({
+                    "series": "flmon_gpu_memory_used_bytes{namespace=\"fl\",flmon_monitor=\"other\",pod=\"x\",gpu=\"0\",uuid=\"GPU-q\"}",
+                    "values": "7x4",
+                }),
+            ],
+            "promql_expr_test": [{
+                "expr": used,
+                "eval_time": "2m",
+                "exp_samples": [
+                    sample("whole", "0", 1000.0),
+                    sample("sliced", "1", 500.0),
+                    sample("node", "2", 500.0),
+                ],
+            }],
+        }],
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_yaml(dir.path(), "test.yaml", &test);
+    let out = promtool(&["test", "rules", "test.yaml"], dir.path());
+    assert!(out.contains("SUCCESS"), "{out}");
 }

@@ -50,6 +50,16 @@ fn selector(monitor: &FLMonitor) -> String {
     )
 }
 
+/// A pod's GPU memory on each card: the sum over its MIG devices on the card (`uuid="MIG-…"`)
+/// where it has any, else the card itself — never a card and its MIG devices together, never two
+/// MIG devices as one line. Utilization, temperature and power exist only for whole cards.
+fn gpu_memory(metric: &str, sel: &str) -> String {
+    format!(
+        "sum by (pod, gpu) (max by (pod, gpu, uuid) ({metric}{{{sel},uuid=~\"MIG-.*\"}})) \
+         or max by (pod, gpu) ({metric}{{{sel},uuid!~\"MIG-.*\"}})"
+    )
+}
+
 fn query(expr: String, legend: &'static str) -> Query {
     Query { expr, legend }
 }
@@ -251,11 +261,11 @@ fn rows(monitor: &FLMonitor) -> Vec<Row> {
                     12,
                     vec![
                         query(
-                            format!("max by (pod, gpu) ({}{{{sel}}})", m::GPU_MEMORY_USED_BYTES),
+                            gpu_memory(m::GPU_MEMORY_USED_BYTES, &sel),
                             "{{pod}} GPU {{gpu}} used",
                         ),
                         query(
-                            format!("max by (pod, gpu) ({}{{{sel}}})", m::GPU_MEMORY_TOTAL_BYTES),
+                            gpu_memory(m::GPU_MEMORY_TOTAL_BYTES, &sel),
                             "{{pod}} GPU {{gpu}} total",
                         ),
                     ],
