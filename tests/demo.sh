@@ -169,6 +169,9 @@ say "pod annotations"
 k -n fl-demo get pods -o custom-columns='POD:.metadata.name,TREND:.metadata.annotations.flmon\.io/client-trend,STRAGGLER:.metadata.annotations.flmon\.io/straggler'
 curl -sf http://127.0.0.1:8080/ -o "$OUT/dashboard-index.html" || true
 curl -sf http://127.0.0.1:8080/monitors/fl-demo/digits-fedavg -o "$OUT/dashboard.html" || true
+# The saved pages link to each other as files, so they also work opened from disk.
+sed -i 's#href="monitors/fl-demo/digits-fedavg"#href="dashboard.html"#' "$OUT/dashboard-index.html" 2>/dev/null || true
+sed -i 's#href="\.\./\.\./"#href="dashboard-index.html"#' "$OUT/dashboard.html" 2>/dev/null || true
 say "plots, report and dashboard:"
 ls "$OUT"/fl-demo/digits-fedavg/* "$OUT"/*.html 2>/dev/null | sed 's/^/  /' || true
 say "Prometheus (127.0.0.1:$PROM_PORT) has the seed's metric names from the agents:"
