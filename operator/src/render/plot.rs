@@ -312,8 +312,9 @@ fn from_log(t: f64) -> f64 {
 }
 
 /// Tick positions, in log10 units, for a log axis over `lo..hi` (log10 units), at most `max`:
-/// whole decades when three or more fit, else 1-2-5 or 1…9 times a power of ten, else (less than
-/// a factor of two on the axis) round linear steps of the values themselves.
+/// whole decades when three or more fit; else the sparsest of 1-2-5, 1-2-3-5 and 1…9 times a power
+/// of ten that gives four ticks, or the densest that fits; else (the axis spans less than a digit)
+/// round linear steps of the values themselves.
 fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
     if max == 0 || !lo.is_finite() || !hi.is_finite() || hi <= lo {
         return Vec::new();
@@ -333,17 +334,17 @@ fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
     let mut best = decades;
     for mantissas in [
         &[1.0, 2.0, 5.0][..],
+        &[1.0, 2.0, 3.0, 5.0],
         &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
     ] {
         let ticks = in_range(mantissas);
         if ticks.len() > max {
             break;
         }
-        if ticks.len() >= 3 {
-            return ticks;
-        }
-        if ticks.len() > best.len() {
-            best = ticks;
+        let enough = ticks.len() >= 4;
+        best = ticks;
+        if enough {
+            break;
         }
     }
     if best.len() >= 2 {
@@ -1041,6 +1042,8 @@ mod tests {
         );
         // About a decade: 1-2-5 steps.
         assert_eq!(labels(0.04, 2.2), ["0.05", "0.1", "0.2", "0.5", "1", "2"]);
+        // Less than a decade, where every digit is too many: 1-2-3-5.
+        assert_eq!(labels(0.22, 1.4), ["0.3", "0.5", "1"]);
         // Less than a decade: every digit.
         assert_eq!(
             labels(0.25, 0.95),
