@@ -649,7 +649,8 @@ fn draw_panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let ((x0, x1), (y0, y1)) = ranges(panel);
+    let ((x0, x1), yr) = ranges(panel);
+    let (y0, y1) = legend_headroom(panel, area.dim_in_pixel(), s, (x0, x1), yr);
     let label_font = ("sans-serif", 15.0 * s).into_font();
     let tick_font = ("sans-serif", 13.0 * s).into_font();
     let mut chart = ChartBuilder::on(area)
@@ -735,6 +736,7 @@ where
     };
     let mut non_finite_marked = false;
     let mut legend = 0usize;
+    let mut longest_label = 0usize;
     for line in &panel.lines {
         let color = rgb(line.color);
         let cols = columns(panel, &line.buckets, xr, width);
@@ -771,6 +773,7 @@ where
                 let anno = chart.draw_series(bars)?;
                 if shown_in_legend {
                     legend += 1;
+                    longest_label = longest_label.max(line.label.chars().count());
                     let size = px(10.0 * s) as i32;
                     anno.label(line.label.clone()).legend(move |(x, y)| {
                         Rectangle::new(
@@ -863,6 +866,7 @@ where
                 };
                 if shown_in_legend {
                     legend += 1;
+                    longest_label = longest_label.max(line.label.chars().count());
                     let len = px(22.0 * s) as i32;
                     let (dash_end, next) = legend_dashes(len, line.style == Style::Dashed);
                     anno.label(line.label.clone()).legend(move |(x, y)| {
@@ -889,6 +893,7 @@ where
                 if !non_finite_marked {
                     non_finite_marked = true;
                     legend += 1;
+                    longest_label = longest_label.max("non-finite (NaN/∞)".chars().count());
                     let size = px(10.0 * s) as i32;
                     anno.label("non-finite (NaN/∞)").legend(move |(x, y)| {
                         Rectangle::new(
@@ -911,6 +916,7 @@ where
                 style,
             )))?;
             legend += 1;
+            longest_label = longest_label.max(r.label.chars().count());
             let len = px(22.0 * s) as i32;
             let (dash_end, next) = legend_dashes(len, true);
             anno.label(r.label.clone()).legend(move |(x, y)| {
@@ -921,6 +927,7 @@ where
         }
     }
     if legend > 0 {
+        let size = legend_box(legend, longest_label, s, chart.plotting_area().dim_in_pixel());
         chart
             .configure_series_labels()
             .label_font(tick_font)
@@ -928,41 +935,140 @@ where
             .border_style(RGBColor(180, 180, 180))
             .margin(px(6.0 * s))
             .legend_area_size(px(28.0 * s))
-            .position(legend_corner(panel, (x0, x1), (y0, y1)))
+            .position(legend_corner(panel, (x0, x1), (y0, y1), size).0)
             .draw()?;
     }
     Ok(())
 }
 
-/// The corner of the plotting area whose quarter holds the fewest drawn points, so the legend
-/// hides as little data as possible (upper right on ties).
-fn legend_corner(panel: &Panel, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
-    let mut counts = [0usize; 4]; // upper right, upper left, lower right, lower left
+/// The legend's box as fractions of the plotting area (width, height), from its entries' count
+/// and longest label: plotters stacks one row per entry, each a tick font's line high, after a
+/// sample `legend_area_size` wide.
+fn legend_box(entries: usize, longest_label: usize, s: f64, (w, h): (u32, u32)) -> (f64, f64) {
+    let row = 13.0 * s * 1.3;
+    let width = 28.0 * s + longest_label as f64 * 13.0 * s * 0.58 + 4.0 * 6.0 * s;
+    let height = entries as f64 * row + 4.0 * 6.0 * s;
+    (
+        (width / f64::from(w.max(1))).min(1.0),
+        (height / f64::from(h.max(1))).min(1.0),
+    )
+}
+
+/// How much data a legend box of `(fw, fh)` (fractions of the plotting area) hides in each corner
+/// (upper right, upper left, lower right, lower left): lines count the points under the box, bars
+/// the columns whose bar reaches into it, and a reference line the share of the box's width it
+/// runs under.
+fn legend_hidden(
+    panel: &Panel,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    (fw, fh): (f64, f64),
+) -> [f64; 4] {
+    // Upper right, upper left, lower right, lower left, as in the order of the answer below.
+    let corners = [(true, true), (true, false), (false, true), (false, false)];
+    let under = |(upper, right): (bool, bool), fx: f64, (lo, hi): (f64, f64)| {
+        let in_x = if right { fx >= 1.0 - fw } else { fx <= fw };
+        let (box_lo, box_hi) = if upper { (1.0 - fh, 1.0) } else { (0.0, fh) };
+        in_x && hi >= box_lo && lo <= box_hi
+    };
+    let frac_y = |v: f64| panel.y(v).map(|y| (y - y0) / (y1 - y0));
+    let mut hidden = [0.0f64; 4];
     for line in &panel.lines {
         for b in line.buckets.iter().filter(|b| b.count > 0) {
             let fx = (panel.x(b.x_mid()) - x0) / (x1 - x0);
-            for v in [b.min, b.max] {
-                let Some(y) = panel.y(v) else { continue };
-                let fy = (y - y0) / (y1 - y0);
-                let right = fx > 0.55;
-                let left = fx < 0.45;
-                if fy > 0.6 {
-                    counts[0] += usize::from(right);
-                    counts[1] += usize::from(left);
-                }
-                if fy < 0.4 {
-                    counts[2] += usize::from(right);
-                    counts[3] += usize::from(left);
-                }
+            let (Some(lo), Some(hi)) = (frac_y(b.min), frac_y(b.max)) else {
+                continue;
+            };
+            let span = if line.style == Style::Bars {
+                let base = if panel.scale == Scale::Log {
+                    0.0
+                } else {
+                    (0.0 - y0) / (y1 - y0)
+                };
+                (lo.min(base), hi.max(base))
+            } else {
+                (lo, hi)
+            };
+            for (i, corner) in corners.iter().enumerate() {
+                hidden[i] += f64::from(u8::from(under(*corner, fx, span)));
             }
         }
     }
-    match (0..4).min_by_key(|&i| (counts[i], i)).unwrap_or(0) {
+    let points = panel.lines.iter().map(|l| l.buckets.len()).max().unwrap_or(0) as f64;
+    for r in &panel.references {
+        let Some(fy) = frac_y(r.y) else { continue };
+        for (i, (upper, _)) in corners.iter().enumerate() {
+            let (box_lo, box_hi) = if *upper { (1.0 - fh, 1.0) } else { (0.0, fh) };
+            if (box_lo..=box_hi).contains(&fy) {
+                hidden[i] += fw * points;
+            }
+        }
+    }
+    hidden
+}
+
+/// The corner whose legend hides the least data (upper right on ties), and how much it hides.
+fn legend_corner(
+    panel: &Panel,
+    xr: (f64, f64),
+    yr: (f64, f64),
+    size: (f64, f64),
+) -> (SeriesLabelPosition, f64) {
+    let hidden = legend_hidden(panel, xr, yr, size);
+    let best = (0..4)
+        .min_by(|&a, &b| hidden[a].total_cmp(&hidden[b]).then(a.cmp(&b)))
+        .unwrap_or(0);
+    let corner = match best {
         1 => SeriesLabelPosition::UpperLeft,
         2 => SeriesLabelPosition::LowerRight,
         3 => SeriesLabelPosition::LowerLeft,
         _ => SeriesLabelPosition::UpperRight,
+    };
+    (corner, hidden[best])
+}
+
+/// The legend's entries and its longest label, as `draw_panel` will add them: the first ten
+/// labelled lines, the non-finite marker, and the references on the axis.
+fn legend_entries(panel: &Panel, (y0, y1): (f64, f64)) -> (usize, usize) {
+    let mut labels: Vec<usize> = (panel.lines.iter())
+        .filter(|l| !l.label.is_empty())
+        .take(10)
+        .map(|l| l.label.chars().count())
+        .collect();
+    if panel.mark_non_finite
+        && panel
+            .lines
+            .iter()
+            .any(|l| l.buckets.iter().any(|b| b.non_finite > 0))
+    {
+        labels.push("non-finite (NaN/∞)".chars().count());
     }
+    for r in &panel.references {
+        if panel.y(r.y).is_some_and(|y| y >= y0 && y <= y1) {
+            labels.push(r.label.chars().count());
+        }
+    }
+    (labels.len(), labels.into_iter().max().unwrap_or(0))
+}
+
+/// An autoscaled y axis raised so that the legend fits above the data when every corner would
+/// hide some (at most doubling the span); a fixed range is kept.
+fn legend_headroom(panel: &Panel, area: (u32, u32), s: f64, xr: (f64, f64), yr: (f64, f64)) -> (f64, f64) {
+    let (entries, longest) = legend_entries(panel, yr);
+    if entries == 0 || panel.y_range.is_some() || !panel.has_data() {
+        return yr;
+    }
+    // The plotting area: the panel less its margins, caption and axis label areas.
+    let plot = (
+        (f64::from(area.0) - (2.0 * 14.0 + 78.0) * s).max(1.0) as u32,
+        (f64::from(area.1) - (2.0 * 14.0 + 48.0 + 19.0 * 1.6) * s).max(1.0) as u32,
+    );
+    let size = legend_box(entries, longest, s, plot);
+    if legend_corner(panel, xr, yr, size).1 == 0.0 {
+        return yr;
+    }
+    let (y0, y1) = yr;
+    (y0, y0 + (y1 - y0) / (1.0 - size.1 * 1.1).max(0.5))
 }
 
 #[cfg(test)]
@@ -1024,6 +1130,105 @@ mod tests {
         let paths = clipped_paths(&points, (0.0, 4.0), (0.0, 1.0));
         assert_eq!(paths.len(), 3, "{paths:?}");
         assert!(paths.iter().flatten().all(|p| p.1 <= 1.0 && p.1 >= 0.0));
+    }
+
+    fn series(points: &[(f64, f64)]) -> Vec<Bucket> {
+        let mut s = crate::analysis::series::Series::new(1000);
+        for &(x, v) in points {
+            s.push(x, v);
+        }
+        s.buckets().to_vec()
+    }
+
+    #[test]
+    fn a_tall_legend_goes_where_its_own_box_hides_nothing() {
+        // x and y from 0 to 100. One line runs along the middle of the right edge, where every
+        // quarter-based count misses it but a tall legend on the right would cover it; another
+        // sits in the upper left quarter, but away from the corner a narrow legend takes.
+        let mut panel = Panel::new("t", "x", "y");
+        panel.y_range = Some((0.0, 100.0));
+        panel.x_range = Some((0.0, 100.0));
+        let right_middle: Vec<(f64, f64)> = (85..=100).map(|x| (f64::from(x), 50.0)).collect();
+        let upper_left: Vec<(f64, f64)> = (30..=44).map(|x| (f64::from(x), 90.0)).collect();
+        panel.lines.push(Line::new("right", BLUE, &series(&right_middle)));
+        panel.lines.push(Line::new("left", GREEN, &series(&upper_left)));
+        let ranges = ((0.0, 100.0), (0.0, 100.0));
+        let tall = (0.2, 0.7);
+        assert_eq!(
+            legend_corner(&panel, ranges.0, ranges.1, tall).0,
+            SeriesLabelPosition::UpperLeft
+        );
+        // A short, wide legend covers the upper left line and nothing in the lower right.
+        let wide = (0.5, 0.2);
+        assert_eq!(
+            legend_corner(&panel, ranges.0, ranges.1, wide).0,
+            SeriesLabelPosition::UpperRight
+        );
+        // A target line along the top counts against both upper corners.
+        panel.references.push(Reference {
+            y: 95.0,
+            label: "target".into(),
+            color: RED,
+        });
+        assert_eq!(
+            legend_corner(&panel, ranges.0, ranges.1, wide).0,
+            SeriesLabelPosition::LowerRight
+        );
+        // Bars reach down to zero: a legend in a lower corner would cover them.
+        let mut bars = Panel::new("b", "x", "y");
+        bars.y_range = Some((0.0, 100.0));
+        bars.x_range = Some((0.0, 100.0));
+        let tall_bars: Vec<(f64, f64)> = (0..=30).map(|x| (f64::from(x), 40.0)).collect();
+        bars.lines
+            .push(Line::new("bars", PURPLE, &series(&tall_bars)).styled(Style::Bars));
+        let short = (0.2, 0.2);
+        assert_eq!(
+            legend_corner(&bars, ranges.0, ranges.1, short).0,
+            SeriesLabelPosition::UpperRight
+        );
+        bars.lines[0].buckets = series(&(70..=100).map(|x| (f64::from(x), 60.0)).collect::<Vec<_>>());
+        assert_eq!(
+            legend_corner(&bars, ranges.0, ranges.1, short).0,
+            SeriesLabelPosition::UpperRight
+        );
+        let low_right = (0.2, 0.5);
+        assert_eq!(
+            legend_corner(&bars, ranges.0, ranges.1, low_right).0,
+            SeriesLabelPosition::UpperLeft
+        );
+    }
+
+    #[test]
+    fn an_autoscaled_axis_makes_room_for_a_legend_that_would_hide_data_in_every_corner() {
+        // Two busy lines across the whole width, high and low: no corner is free.
+        let mut panel = Panel::new("t", "x", "y");
+        let high: Vec<(f64, f64)> = (0..=100)
+            .map(|x| (f64::from(x), 9.0 + f64::from(x % 2)))
+            .collect();
+        let low: Vec<(f64, f64)> = (0..=100).map(|x| (f64::from(x), f64::from(x % 2))).collect();
+        panel.lines.push(Line::new("high", BLUE, &series(&high)));
+        panel.lines.push(Line::new("low", GREEN, &series(&low)));
+        let area = (700, 450);
+        let (xr, yr) = ranges(&panel);
+        let raised = legend_headroom(&panel, area, 1.0, xr, yr);
+        assert_eq!(raised.0, yr.0, "the bottom stays");
+        assert!(raised.1 > yr.1, "the top is raised: {yr:?} → {raised:?}");
+        let (entries, longest) = legend_entries(&panel, raised);
+        let plot = (700 - 106, 450 - 106);
+        let size = legend_box(entries, longest, 1.0, plot);
+        assert_eq!(
+            legend_corner(&panel, xr, raised, size),
+            (SeriesLabelPosition::UpperRight, 0.0)
+        );
+        // A panel whose legend already has a free corner, or whose range is fixed, keeps its axis.
+        panel.lines = vec![Line::new("low", GREEN, &series(&low[..40]))];
+        panel.x_range = Some((0.0, 100.0));
+        let (xr, yr) = ranges(&panel);
+        assert_eq!(legend_headroom(&panel, area, 1.0, xr, yr), yr);
+        panel.lines.push(Line::new("high", BLUE, &series(&high)));
+        panel.y_range = Some((0.0, 10.0));
+        let (xr, yr) = ranges(&panel);
+        assert_eq!(legend_headroom(&panel, area, 1.0, xr, yr), yr);
     }
 
     #[test]
