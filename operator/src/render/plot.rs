@@ -1152,28 +1152,19 @@ mod tests {
         let upper_left: Vec<(f64, f64)> = (30..=44).map(|x| (f64::from(x), 90.0)).collect();
         panel.lines.push(Line::new("right", BLUE, &series(&right_middle)));
         panel.lines.push(Line::new("left", GREEN, &series(&upper_left)));
-        let ranges = ((0.0, 100.0), (0.0, 100.0));
+        let corner = |p: &Panel, size| legend_corner(p, (0.0, 100.0), (0.0, 100.0), size).0;
         let tall = (0.2, 0.7);
-        assert_eq!(
-            legend_corner(&panel, ranges.0, ranges.1, tall).0,
-            SeriesLabelPosition::UpperLeft
-        );
+        assert_eq!(corner(&panel, tall), SeriesLabelPosition::UpperLeft);
         // A short, wide legend covers the upper left line and nothing in the lower right.
         let wide = (0.5, 0.2);
-        assert_eq!(
-            legend_corner(&panel, ranges.0, ranges.1, wide).0,
-            SeriesLabelPosition::UpperRight
-        );
+        assert_eq!(corner(&panel, wide), SeriesLabelPosition::UpperRight);
         // A target line along the top counts against both upper corners.
         panel.references.push(Reference {
             y: 95.0,
             label: "target".into(),
             color: RED,
         });
-        assert_eq!(
-            legend_corner(&panel, ranges.0, ranges.1, wide).0,
-            SeriesLabelPosition::LowerRight
-        );
+        assert_eq!(corner(&panel, wide), SeriesLabelPosition::LowerRight);
         // Bars reach down to zero: a legend in a lower corner would cover them.
         let mut bars = Panel::new("b", "x", "y");
         bars.y_range = Some((0.0, 100.0));
@@ -1182,20 +1173,11 @@ mod tests {
         bars.lines
             .push(Line::new("bars", PURPLE, &series(&tall_bars)).styled(Style::Bars));
         let short = (0.2, 0.2);
-        assert_eq!(
-            legend_corner(&bars, ranges.0, ranges.1, short).0,
-            SeriesLabelPosition::UpperRight
-        );
+        assert_eq!(corner(&bars, short), SeriesLabelPosition::UpperRight);
         bars.lines[0].buckets = series(&(70..=100).map(|x| (f64::from(x), 60.0)).collect::<Vec<_>>());
-        assert_eq!(
-            legend_corner(&bars, ranges.0, ranges.1, short).0,
-            SeriesLabelPosition::UpperRight
-        );
+        assert_eq!(corner(&bars, short), SeriesLabelPosition::UpperRight);
         let low_right = (0.2, 0.5);
-        assert_eq!(
-            legend_corner(&bars, ranges.0, ranges.1, low_right).0,
-            SeriesLabelPosition::UpperLeft
-        );
+        assert_eq!(corner(&bars, low_right), SeriesLabelPosition::UpperLeft);
     }
 
     #[test]
