@@ -5,10 +5,15 @@ use std::fmt::Write as _;
 
 use crate::analysis::{Analysis, AnalysisConfig, ClientSummary, Metric, State, Trend};
 
+/// `v` with `digits` decimals; a value too small for them keeps two significant digits (0.00086,
+/// not 0.00), and tiny or huge values (a loss of 3e-6, a rate of 2e-9) go to scientific notation.
 fn num(v: Option<f64>, digits: usize, missing: &str) -> String {
     match v {
-        // Tiny or huge values (a loss of 3e-6, a rate of 2e-9) keep their significant digits.
-        Some(v) if v.is_finite() && v != 0.0 && !(1e-3..1e6).contains(&v.abs()) => format!("{v:.3e}"),
+        Some(v) if v.is_finite() && v != 0.0 && !(1e-4..1e6).contains(&v.abs()) => format!("{v:.3e}"),
+        Some(v) if v.is_finite() && v != 0.0 && v.abs() < 0.5 * 10f64.powi(-(digits as i32)) => {
+            let decimals = (-v.abs().log10()).ceil() as usize + 1;
+            format!("{v:.decimals$}")
+        }
         Some(v) if v.is_finite() => format!("{v:.digits$}"),
         Some(v) => format!("{v} (non-finite)"),
         None => format!("n/a — {missing}"),
@@ -505,4 +510,27 @@ pub fn recommendations(a: &Analysis, clients: &[ClientSummary], config: &Analysi
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num;
+
+    #[test]
+    fn a_small_value_is_never_shown_as_zero_and_a_column_reads_alike() {
+        // Training-time spreads of one client column: none may read 0.00 beside a smaller one
+        // in scientific notation.
+        assert_eq!(num(Some(0.0013), 2, ""), "0.0013");
+        assert_eq!(num(Some(0.000_863_3), 2, ""), "0.00086");
+        assert_eq!(num(Some(0.004_99), 2, ""), "0.0050");
+        assert_eq!(num(Some(0.005), 2, ""), "0.01");
+        assert_eq!(num(Some(1.2), 2, ""), "1.20");
+        assert_eq!(num(Some(0.0), 2, ""), "0.00");
+        assert_eq!(num(Some(-0.0013), 2, ""), "-0.0013");
+        assert_eq!(num(Some(0.227_024), 4, ""), "0.2270");
+        assert_eq!(num(Some(3e-6), 4, ""), "3.000e-6");
+        assert_eq!(num(Some(2.5e7), 2, ""), "2.500e7");
+        assert_eq!(num(Some(f64::NAN), 2, ""), "NaN (non-finite)");
+        assert_eq!(num(None, 2, "no loss reported"), "n/a — no loss reported");
+    }
 }
