@@ -402,7 +402,10 @@ pub struct GpuSpec {
     pub mode: Option<GpuMode>,
 }
 
-/// How the agent reaches the pod's GPUs.
+/// How the agent reaches the pod's GPUs: `Off`, `NodeVisible` or `Claim`. When unset:
+/// `NodeVisible` for pods that request `nvidia.com/gpu`, else `Off`.
+///
+/// Quote `Off` in YAML (`mode: "Off"`): kubectl reads a bare Off as the boolean false.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum GpuMode {
     /// No GPU metrics.

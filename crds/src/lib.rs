@@ -114,7 +114,65 @@ fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinitio
 /// # Errors
 /// Fails only if the CRD cannot be serialized, which the derived types rule out.
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::Error> {
-    Ok(format!("{GENERATED_HEADER}\n{}", serde_yaml_ng::to_string(crd)?))
+    Ok(format!("{GENERATED_HEADER}\n{}", to_yaml(crd)?))
+}
+
+/// YAML that YAML 1.1 readers (kubectl, Helm and the apiserver read YAML with Go's YAML 1.1
+/// rules) take as it was meant: a string such as `Off`, `on`, `y` or `no` is quoted, or they would
+/// read the boolean (an enum value `Off` would become `false`). The emitter writes YAML 1.2, where
+/// those words are plain strings, and real booleans only as `true`/`false`, so every bare one of
+/// those words it writes is a string.
+fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, serde_yaml_ng::Error> {
+    let yaml = serde_yaml_ng::to_string(value)?;
+    let mut out = String::with_capacity(yaml.len() + 64);
+    // The indentation of the line that opened a block scalar (`description: |-`): the lines
+    // indented deeper are its text, kept as they are.
+    let mut block: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if block.is_some_and(|b| line.trim().is_empty() || indent > b) {
+            out.push_str(line);
+        } else {
+            let quoted = quote_yaml11_booleans(line);
+            let opens_block = ["|", "|-", "|+", ">", ">-", ">+"]
+                .iter()
+                .any(|m| quoted.ends_with(&format!(" {m}")) || quoted.trim() == *m);
+            block = opens_block.then_some(indent);
+            out.push_str(&quoted);
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The words YAML 1.1 reads as booleans and YAML 1.2 as strings.
+const YAML11_BOOLEANS: [&str; 16] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF",
+];
+
+/// One emitted line with a bare YAML 1.1 boolean word quoted, whether it is a sequence item
+/// (`- Off`), a mapping value (`mode: Off`) or a mapping key (`y:`).
+fn quote_yaml11_booleans(line: &str) -> String {
+    let body = line.trim_start();
+    let indent = &line[..line.len() - body.len()];
+    let (item, rest) = match body.strip_prefix("- ") {
+        Some(rest) => ("- ", rest),
+        None => ("", body),
+    };
+    let quote = |word: &str| {
+        if YAML11_BOOLEANS.contains(&word) {
+            format!("'{word}'")
+        } else {
+            word.to_string()
+        }
+    };
+    if let Some(key) = rest.strip_suffix(':') {
+        return format!("{indent}{item}{}:", quote(key));
+    }
+    match rest.split_once(": ") {
+        Some((key, value)) => format!("{indent}{item}{}: {}", quote(key), quote(value)),
+        None => format!("{indent}{item}{}", quote(rest)),
+    }
 }
 
 /// Every CRD as one multi-document YAML stream (what `manifests/crds.yaml` holds).
@@ -127,7 +185,7 @@ pub fn all_crds_yaml() -> Result<String, serde_yaml_ng::Error> {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&serde_yaml_ng::to_string(crd)?);
+        out.push_str(&to_yaml(crd)?);
     }
     Ok(out)
 }
@@ -180,6 +238,49 @@ mod tests {
         let share = share.as_str().unwrap_or_default();
         assert!(share.starts_with("Set `shareProcessNamespace: true`"), "{share}");
         assert!(!share.contains('\n'), "{share:?}");
+    }
+
+    #[test]
+    fn words_yaml_1_1_reads_as_booleans_are_quoted_where_they_are_strings() {
+        #[derive(serde::Serialize)]
+        struct Doc {
+            r#enum: Vec<&'static str>,
+            mode: &'static str,
+            preserve: bool,
+            description: &'static str,
+            keys: std::collections::BTreeMap<&'static str, &'static str>,
+        }
+        let doc = Doc {
+            r#enum: vec!["Off", "NodeVisible", "no", "Claim"],
+            mode: "On",
+            preserve: true,
+            description: "Off: no GPU is read.\n- y\nmode: Off",
+            keys: [("y", "n"), ("x", "yes")].into_iter().collect(),
+        };
+        let yaml = to_yaml(&doc).unwrap_or_default();
+        assert!(
+            yaml.contains("- 'Off'\n- NodeVisible\n- 'no'\n- Claim\n"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("mode: 'On'\n"), "{yaml}");
+        assert!(
+            yaml.contains("preserve: true\n"),
+            "a real boolean stays bare: {yaml}"
+        );
+        assert!(yaml.contains("  x: 'yes'\n  'y': 'n'\n"), "{yaml}");
+        // A block scalar's text is left as written.
+        assert!(
+            yaml.contains("  Off: no GPU is read.\n  - y\n  mode: Off\n"),
+            "{yaml}"
+        );
+        // And it reads back as the same strings.
+        let back: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap_or_default();
+        assert_eq!(back["enum"][0], "Off");
+        assert_eq!(back["description"], doc.description);
+        // The CRDs as committed: every GPU mode is a quoted string where YAML 1.1 would differ.
+        let crds = all_crds_yaml().unwrap_or_default();
+        assert!(crds.contains("- 'Off'\n"), "the GPU mode Off is quoted");
+        assert!(!crds.lines().any(|l| l.trim() == "- Off"), "no bare Off");
     }
 
     #[test]

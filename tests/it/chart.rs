@@ -175,6 +175,21 @@ fn committed_manifests_match_the_chart_rendered_with_defaults() {
     );
 }
 
+/// `v` with every number as a float: the apiserver gives back `16` where the types wrote `16.0`.
+fn numbers_as_floats(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| serde_json::json!(f)),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn kubectl(kube: &Kube, args: &[&str]) -> Output {
     kube.kubectl().args(args).output().expect("kubectl runs")
 }
@@ -223,6 +238,42 @@ async fn helm_install_creates_every_object_and_the_pod_patch_policy_holds() {
         &["get", "crd", "flmonitors.flmon.io", "alertrules.flmon.io"],
     );
     assert!(out.status.success(), "the chart's CRDs were not installed");
+    // Helm and the apiserver read YAML 1.1: the schemas they installed are the ones the types
+    // generate, word for word (an unquoted enum value `Off` would have been read as `false`).
+    for crd in flmon_crds::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let out = kubectl(kube, &["get", "crd", &name, "-o", "json"]);
+        let installed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let generated = serde_json::to_value(&crd).unwrap();
+        let schema =
+            |v: &serde_json::Value| numbers_as_floats(&v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]);
+        assert!(
+            schema(&installed) == schema(&generated),
+            "{name}: the installed schema differs from the generated one"
+        );
+    }
+    // Every GPU mode a user may write is accepted.
+    for mode in ["Off", "NodeVisible", "Claim"] {
+        let monitor = format!(
+            "apiVersion: flmon.io/v1alpha1\nkind: FLMonitor\nmetadata: {{name: gpu-{}, namespace: default}}\n\
+             spec:\n  selector: {{matchLabels: {{app: fl}}}}\n  agent: {{gpu: {{mode: \"{mode}\"}}}}\n",
+            mode.to_lowercase()
+        );
+        let mut apply = kube.kubectl();
+        apply
+            .args(["apply", "--dry-run=server", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = apply.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(monitor.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "gpu.mode {mode} was refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // The example NOTES.txt points users at is accepted by the installed CRD.
     let example = repo_root().join("manifests/examples/flmonitor.yaml");
     let out = kubectl(kube, &["create", "namespace", "fl-team"]);
