@@ -180,8 +180,8 @@ pub struct KafkaSpec {
     pub events_topic: Option<String>,
     /// Security protocol of the connection. The default agent image speaks `PLAINTEXT` and
     /// `SASL_PLAINTEXT` (mechanism `PLAIN`); `SSL`, `SASL_SSL` and the SCRAM mechanisms need an
-    /// agent built with rdkafka's `ssl` feature, and the default one reports them as a failed
-    /// Kafka collector (`flmon_agent_collector_success{collector="kafka"} 0`, one log line).
+    /// agent built with rdkafka's `ssl` feature, named in `spec.agent.image`: without one the
+    /// operator reports the monitor invalid (`Ready=False`, reason `InvalidSpec`).
     #[serde(default)]
     pub security_protocol: KafkaSecurityProtocol,
     /// SASL authentication; credentials come from a Secret in this namespace, never inline.
@@ -290,7 +290,8 @@ pub const SAMPLE_INTERVAL_TOO_SHORT: &str = "^(0|(0+[ywdhms])*(0*[0-9]{1,2}ms)?)
     "messageExpression": format!("'\"' + self.sampleInterval + '\" is too short: the agent samples at most every {MIN_SAMPLE_INTERVAL_MS}ms'"),
 }]))]
 pub struct AgentSpec {
-    /// Agent image; defaults to the operator's own release of the agent.
+    /// Agent image; defaults to the operator's `--agent-image` (`FLMON_AGENT_IMAGE`), which the
+    /// Helm chart sets to the agent of the chart's own release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
@@ -300,7 +301,9 @@ pub struct AgentSpec {
     /// How often the agent samples host, GPU and Kafka metrics.
     #[serde(default = "default_sample_interval")]
     pub sample_interval: Duration,
-    /// How many entries each of the agent's history ring buffers (rounds, clients, system, Kafka) keeps.
+    /// How many training rounds the agent's history keeps (and remembers per run, to drop
+    /// duplicates). Client updates and system and Kafka samples keep the agent's own sizes
+    /// (10 000 updates; 720 samples, an hour at 5 s).
     #[serde(default = "default_history_length")]
     #[schemars(range(min = 16, max = 1_000_000))]
     pub history_length: i32,

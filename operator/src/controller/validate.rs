@@ -102,6 +102,7 @@ pub fn validate_monitor(monitor: &FLMonitor, settings: &Settings) -> Result<(), 
         return Err(FieldError::new("spec.grafana.namespace", namespace, allowed));
     }
     if let Some(kafka) = &spec.kafka {
+        validate_kafka_security(kafka, spec.agent.image.is_some())?;
         for server in kafka.bootstrap_servers.split(',') {
             let server = server.trim();
             let valid = server
@@ -115,6 +116,41 @@ pub fn validate_monitor(monitor: &FLMonitor, settings: &Settings) -> Result<(), 
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// The stock agent image speaks `PLAINTEXT` and `SASL_PLAINTEXT` with `PLAIN` only (it is built
+/// without OpenSSL, which TLS and SCRAM need): asked for more with that image, the monitor is
+/// invalid rather than an agent whose Kafka collector could never connect. A monitor naming its
+/// own agent image (`spec.agent.image`, built with rdkafka's `ssl` feature) may ask for them.
+fn validate_kafka_security(
+    kafka: &flmon_crds::flmonitor::KafkaSpec,
+    own_image: bool,
+) -> Result<(), FieldError> {
+    use flmon_crds::flmonitor::{KafkaSecurityProtocol, SaslMechanism};
+    if own_image {
+        return Ok(());
+    }
+    let hint = "or name an agent image built with rdkafka's ssl feature in spec.agent.image";
+    if matches!(
+        kafka.security_protocol,
+        KafkaSecurityProtocol::Ssl | KafkaSecurityProtocol::SaslSsl
+    ) {
+        return Err(FieldError::new(
+            "spec.kafka.securityProtocol",
+            kafka.security_protocol.as_str(),
+            format!("PLAINTEXT or SASL_PLAINTEXT: the default agent image has no TLS ({hint})"),
+        ));
+    }
+    if let Some(sasl) = &kafka.sasl
+        && sasl.mechanism != SaslMechanism::Plain
+    {
+        return Err(FieldError::new(
+            "spec.kafka.sasl.mechanism",
+            sasl.mechanism.as_str(),
+            format!("PLAIN: the default agent image has no SCRAM ({hint})"),
+        ));
     }
     Ok(())
 }
@@ -329,6 +365,43 @@ spec:
             (error.field.as_str(), error.value.as_str()),
             ("spec.kafka.bootstrapServers", "kafka-2")
         );
+    }
+
+    #[test]
+    fn kafka_security_the_default_agent_image_cannot_speak_is_invalid_unless_the_monitor_brings_its_own() {
+        let kafka = |yaml: &str| {
+            let mut m = monitor(BASE);
+            m.spec.kafka = Some(serde_yaml_ng::from_str(yaml).expect("parses"));
+            m
+        };
+        let sasl = "sasl: {mechanism: PLAIN, secretRef: {name: kafka-user}}";
+        for ok in [
+            "bootstrapServers: kafka:9092".to_string(),
+            format!("{{bootstrapServers: 'kafka:9092', securityProtocol: SASL_PLAINTEXT, {sasl}}}"),
+        ] {
+            assert_eq!(validate_monitor(&kafka(&ok), &settings()), Ok(()), "{ok}");
+        }
+        let tls = kafka("{bootstrapServers: 'kafka:9093', securityProtocol: SASL_SSL}");
+        let error = validate_monitor(&tls, &settings()).expect_err("TLS with the stock image");
+        assert_eq!(
+            (error.field.as_str(), error.value.as_str()),
+            ("spec.kafka.securityProtocol", "SASL_SSL")
+        );
+        assert!(error.expected.contains("spec.agent.image"), "{error}");
+        let scram = kafka(&format!(
+            "{{bootstrapServers: 'kafka:9092', securityProtocol: SASL_PLAINTEXT, {}}}",
+            sasl.replace("PLAIN", "SCRAM-SHA-512")
+        ));
+        let error = validate_monitor(&scram, &settings()).expect_err("SCRAM with the stock image");
+        assert_eq!(
+            (error.field.as_str(), error.value.as_str()),
+            ("spec.kafka.sasl.mechanism", "SCRAM-SHA-512")
+        );
+        // A monitor that names an agent image built with TLS may ask for both.
+        for mut m in [tls, scram] {
+            m.spec.agent.image = Some("registry.example/flmon-agent-ssl:1".into());
+            assert_eq!(validate_monitor(&m, &settings()), Ok(()));
+        }
     }
 
     #[test]
