@@ -69,9 +69,36 @@ impl KafkaSettings {
         })
     }
 
+    /// A SASL mechanism needs both credentials; the injected ones come from an optional
+    /// Secret reference, so a missing Secret or key shows here, not as a pod that never starts.
+    fn check_credentials(&self) -> Result<(), String> {
+        use flmon_crds::names::env;
+        let Some(mechanism) = &self.sasl_mechanism else {
+            return Ok(());
+        };
+        let missing: Vec<&str> = [
+            (env::KAFKA_SASL_USERNAME, &self.sasl_username),
+            (env::KAFKA_SASL_PASSWORD, &self.sasl_password),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.as_deref().is_none_or(str::is_empty))
+        .map(|(name, _)| name)
+        .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "SASL mechanism {mechanism} needs credentials but {} {} not set (in a pod: the Secret \
+             named by spec.kafka.sasl.secretRef is missing or lacks the key)",
+            missing.join(" and "),
+            if missing.len() == 1 { "is" } else { "are" }
+        ))
+    }
+
     /// A consumer; `group` sets `group.id` (only ever used for OffsetFetch), else
     /// [`UNJOINED_GROUP`] for manual assignment.
     fn consumer(&self, purpose: &str, group: Option<&str>) -> Result<BaseConsumer, String> {
+        self.check_credentials()?;
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)
             .set("client.id", format!("flmon-agent-{purpose}"))
@@ -569,5 +596,43 @@ mod tests {
         assert_eq!(lag(19_063_000, w), 471);
         assert_eq!(lag(19_063_500, w), 0);
         assert_eq!(lag(0, Watermarks { low: -1, high: 5 }), 5);
+    }
+
+    #[test]
+    fn sasl_without_its_credentials_names_what_is_missing_and_never_the_password() {
+        let settings = |user: Option<&str>, password: Option<&str>| KafkaSettings {
+            bootstrap: "127.0.0.1:9".into(),
+            security_protocol: Some("SASL_PLAINTEXT".into()),
+            sasl_mechanism: Some("PLAIN".into()),
+            sasl_username: user.map(Into::into),
+            sasl_password: password.map(Into::into),
+        };
+        let error = settings(None, None)
+            .consumer("watermarks", None)
+            .map(|_| ())
+            .expect_err("no credentials");
+        assert!(
+            error.contains("FLMON_KAFKA_SASL_USERNAME and FLMON_KAFKA_SASL_PASSWORD are not set"),
+            "{error}"
+        );
+        assert!(error.contains("spec.kafka.sasl.secretRef"), "{error}");
+        let error = settings(Some("fl"), Some(""))
+            .consumer("watermarks", None)
+            .map(|_| ())
+            .expect_err("empty password");
+        assert!(error.contains("FLMON_KAFKA_SASL_PASSWORD is not set"), "{error}");
+        assert!(!error.contains("FLMON_KAFKA_SASL_USERNAME"), "{error}");
+        // With both, the client is created (librdkafka connects lazily).
+        let secret = "s3cret-value";
+        assert!(
+            settings(Some("fl"), Some(secret))
+                .consumer("watermarks", None)
+                .is_ok()
+        );
+        // Without a mechanism nothing is asked for.
+        let mut plain = settings(None, None);
+        plain.sasl_mechanism = None;
+        plain.security_protocol = None;
+        assert!(plain.consumer("watermarks", None).is_ok());
     }
 }

@@ -231,10 +231,13 @@ impl From<&FLMonitor> for InjectionSettings {
             ("librdkafka", collectors.librdkafka),
             ("events", collectors.events),
         ];
+        // Optional: a missing Secret or key must not keep the FL pod from starting (a required
+        // secretKeyRef of the sidecar would hold the whole pod in CreateContainerConfigError);
+        // the agent then reports its Kafka collector failed, naming the missing credentials.
         let namespace_secret = |name: &str, key: &str| SecretKeySelector {
             name: name.to_owned(),
             key: key.to_owned(),
-            optional: None,
+            optional: Some(true),
         };
         Self {
             name: monitor.name_any(),
