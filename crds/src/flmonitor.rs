@@ -45,6 +45,7 @@ pub const MAX_LISTED_NAMES: usize = 20;
     printcolumn(name = "Accuracy", type_ = "number", json_path = ".status.globalAccuracy", description = "Global accuracy (0-1) after the last round"),
     printcolumn(name = "Clients", type_ = "integer", json_path = ".status.activeClients", description = "Clients that took part in the last round"),
     printcolumn(name = "Converged", type_ = "string", json_path = ".status.conditions[?(@.type==\"Converged\")].status", description = "Whether the target was reached"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the monitor is or is not ready (InvalidSpec names the field in its condition); shown with -o wide", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -406,6 +406,44 @@ async fn invalid_flmonitors_are_rejected_with_a_message_naming_the_field() {
         ready.message
     );
     assert!(ready.message.contains(&env().dashboards), "{}", ready.message);
+    // And told once as a Warning Event, which `kubectl get events` shows.
+    let warnings = warning_events(&client, &ns, "elsewhere", "InvalidSpec").await;
+    assert!(warnings[0].contains("spec.grafana.namespace"), "{warnings:?}");
+    // `kubectl get flm -o wide` shows why in its Ready column.
+    let output = Kube::shared()
+        .kubectl()
+        .args(["get", "flm", "elsewhere", "-n", &ns, "-o", "wide"])
+        .output()
+        .expect("kubectl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let (header, row) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    // Columns are aligned under their headers; empty ones are blank.
+    let at = header.find("READY").expect("a READY column");
+    let cell = row.get(at..).unwrap_or_default().split_whitespace().next();
+    assert_eq!(cell, Some("InvalidSpec"), "{text}");
+}
+
+/// The notes of the Warning Events with `reason` about `name`, once there is one.
+async fn warning_events(client: &kube::Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("a {reason} Warning Event about {name}"),
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            let notes: Vec<String> = list
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+                .filter_map(|e| e.note)
+                .collect();
+            (!notes.is_empty()).then_some(notes)
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -457,6 +495,8 @@ spec:
         "says what was expected: {}",
         invalid.message
     );
+    let warnings = warning_events(&client, &ns, "low-accuracy", "InvalidRule").await;
+    assert!(warnings[0].contains("spec.condition.threshold"), "{warnings:?}");
 
     let prometheus_rules =
         Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &promop("PrometheusRule"));

@@ -15,7 +15,7 @@ use serde_json::{Map, json};
 use super::Context;
 use super::error::Error;
 use super::rules::validate_rule;
-use super::status::{DesiredCondition, now, set_condition};
+use super::status::{DesiredCondition, newly_false, now, set_condition, warn_invalid};
 
 /// The kind label of this reconciler's metrics.
 pub const KIND: &str = "AlertRule";
@@ -73,12 +73,9 @@ async fn reconcile_rule(rule: &AlertRule, ctx: &Context) -> Result<Action, Error
     let mut status = current.clone();
     let generation = rule.meta().generation;
     status.observed_generation = generation;
-    set_condition(
-        &mut status.conditions,
-        &valid_condition(rule, ctx),
-        generation,
-        &now(),
-    );
+    let valid = valid_condition(rule, ctx);
+    let tell = newly_false(&current.conditions, &valid);
+    set_condition(&mut status.conditions, &valid, generation, &now());
     let changes = status_changes(&current, &status);
     if !changes.is_empty() {
         let namespace = rule.namespace().unwrap_or_default();
@@ -96,6 +93,9 @@ async fn reconcile_rule(rule: &AlertRule, ctx: &Context) -> Result<Action, Error
                 cause,
             })?;
         ctx.metrics.status_written(KIND);
+    }
+    if tell {
+        warn_invalid(&ctx.client, rule, valid.reason, &valid.message).await;
     }
     Ok(Action::await_change())
 }

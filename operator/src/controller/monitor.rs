@@ -22,7 +22,7 @@ use super::apply::{apply, delete_if_present, dynamic_api};
 use super::build::{self, Desired, dashboard_location, object_name};
 use super::error::Error;
 use super::rules::{rule_applies, validate_rule};
-use super::status::{DesiredCondition, now, set_condition};
+use super::status::{DesiredCondition, newly_false, now, set_condition, warn_invalid};
 use super::validate::validate_monitor;
 use crate::webhook::{AgentAudit, InjectionSettings, audit};
 
@@ -152,8 +152,12 @@ async fn reconcile_monitor(monitor: &FLMonitor, ctx: &Context) -> Result<Action,
             reason::INVALID_SPEC,
             invalid.to_string(),
         );
+        let tell = newly_false(&current.conditions, &ready);
         set_condition(&mut status.conditions, &ready, generation, &now);
         write_status(&api, monitor, &resource_version, &current, &status, ctx).await?;
+        if tell {
+            warn_invalid(&ctx.client, monitor, reason::INVALID_SPEC, &ready.message).await;
+        }
         return Err(Error::Invalid(invalid));
     }
 

@@ -115,6 +115,45 @@ where
     Ok(())
 }
 
+/// Whether `desired` is false and new: the condition was true, absent, or false with another
+/// message. An invalid spec is told once per change, not at every reconcile.
+pub fn newly_false(before: &[Condition], desired: &DesiredCondition) -> bool {
+    !desired.status
+        && !before
+            .iter()
+            .any(|c| c.type_ == desired.type_ && c.status == "False" && c.message == desired.message)
+}
+
+/// An Event of the operator's: `reason` with `note` (cut to the 1 000 characters the API keeps),
+/// for `action`.
+pub fn event(warning: bool, reason: &str, note: &str, action: &str) -> kube::runtime::events::Event {
+    use kube::runtime::events::{Event, EventType};
+    Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_owned(),
+        secondary: None,
+    }
+}
+
+/// Publishes a Warning Event on `object` saying why its spec is not used; a failure is logged.
+pub async fn warn_invalid<K>(client: &kube::Client, object: &K, reason: &str, note: &str)
+where
+    K: Resource<DynamicType = ()>,
+{
+    use kube::runtime::events::{Recorder, Reporter};
+    let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+    let event = event(true, reason, note, "Validate");
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(%error, reason, "failed to publish an Event");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -864,17 +864,7 @@ async fn read_agent(http: reqwest::Client, job: Job, now: SystemTime) -> Read {
 
 /// Publishes an Event on the monitor; a failure is logged.
 async fn publish(recorder: &Recorder, monitor: &FLMonitor, warning: bool, reason: &str, note: &str) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Analyze".to_owned(),
-        secondary: None,
-    };
+    let event = crate::controller::status::event(warning, reason, note, "Analyze");
     if let Err(error) = recorder.publish(&event, &monitor.object_ref(&())).await {
         tracing::warn!(%error, reason, "failed to publish an Event");
     }
