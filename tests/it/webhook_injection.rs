@@ -495,3 +495,61 @@ async fn replicas_racing_for_the_certificate_secret_end_up_with_one_ca() {
     let stored = TlsMaterial::from_secret(&secret).expect("readable");
     assert!(bundles.contains(&stored.ca_bundle));
 }
+
+#[tokio::test]
+async fn an_operator_run_outside_the_cluster_takes_over_the_charts_webhook_configuration() {
+    // The chart registers the webhook by Service; `flmon-operator run --webhook-url` from a
+    // laptop registers the same configuration by URL. The apiserver refuses a webhook with both.
+    let kube = Kube::shared();
+    let client = kube.client().await;
+    let registration = |target| Registration {
+        configuration_name: "flmon-it-takeover".to_owned(),
+        target,
+        operator_namespace: "flmon-system".to_owned(),
+    };
+    let namespaces = BTreeSet::from(["wh-takeover".to_owned()]);
+    let chart = desired_configuration(
+        &registration(WebhookTarget::Service {
+            namespace: "flmon-system".to_owned(),
+            name: "flmon".to_owned(),
+            port: 443,
+        }),
+        Some("PEM"),
+        &namespaces,
+    );
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(
+        "flmon-it-takeover",
+        &PatchParams::apply("helm").force(),
+        &Patch::Apply(&chart),
+    )
+    .await
+    .expect("the chart's configuration applies");
+
+    let url = "https://127.0.0.1:19443/mutate".to_owned();
+    let local = desired_configuration(
+        &registration(WebhookTarget::Url(url.clone())),
+        Some("PEM"),
+        &namespaces,
+    );
+    apply_configuration(client.clone(), &local)
+        .await
+        .expect("the operator's configuration replaces the chart's target");
+    let stored = api.get("flmon-it-takeover").await.expect("configuration");
+    let config = &stored.webhooks.expect("webhooks")[0].client_config;
+    assert!(
+        config
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://127.0.0.1:19443")),
+        "{config:?}"
+    );
+    assert!(config.service.is_none(), "{config:?}");
+    // Applying again (every few seconds in the operator) is a plain apply.
+    apply_configuration(client.clone(), &local)
+        .await
+        .expect("applies again");
+    api.delete("flmon-it-takeover", &DeleteParams::default())
+        .await
+        .expect("deleted");
+}

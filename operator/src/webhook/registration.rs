@@ -155,12 +155,28 @@ pub async fn apply_configuration(
 ) -> Result<(), kube::Error> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client);
     let name = desired.metadata.name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await?;
+    let (apply_params, apply_patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(desired));
+    let apply = || api.patch(&name, &apply_params, &apply_patch);
+    match apply().await {
+        // Server-side apply merges `clientConfig` field by field, so a target another manager set
+        // (the chart's `service`, when the operator runs outside the cluster with a `url`) stays
+        // beside ours and the apiserver refuses both. A merge patch replaces the webhooks list
+        // whole, dropping it; then apply again to own the fields.
+        Err(kube::Error::Api(status))
+            if status.code == 422 && status.message.contains("exactly one of url or service") =>
+        {
+            tracing::info!(configuration = %name, "replacing the webhook's other target (url or service) with ours");
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            api.patch(&name, &params, &Patch::Merge(desired)).await?;
+            apply().await?;
+        }
+        result => {
+            result?;
+        }
+    }
     Ok(())
 }
 
