@@ -61,8 +61,9 @@ pub struct AlertRuleSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 7))]
     pub active_phases: Vec<Phase>,
-    /// Extra labels on the alert (Prometheus label names; `alertname`, `severity` and labels
-    /// starting with `flmon_` or `__` are reserved).
+    /// Extra labels on the alert (Prometheus label names). Reserved, as flmon sets them itself:
+    /// `alertname`, `severity`, `namespace`, `pod`, `flmon_monitor`, `flmon_rule`, `gpu`,
+    /// `consumergroup`, and every label starting with `flmon_` or `__`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Where notifications go besides Kubernetes Events, which are always recorded.

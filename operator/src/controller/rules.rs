@@ -405,6 +405,23 @@ spec:
     }
 
     #[test]
+    fn the_crd_lists_every_reserved_label_kubectl_explain_shows() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(AlertRule::crd()).expect("serializes");
+        let description = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["labels"]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for label in RESERVED_LABELS {
+            assert!(
+                description.contains(&format!("`{label}`")),
+                "{label} missing from: {description}"
+            );
+        }
+    }
+
+    #[test]
     fn reserved_and_malformed_label_names_are_invalid() {
         for (name, fragment) in [
             ("severity", "reserved"),
