@@ -327,6 +327,11 @@ pub const GPU_POWER: MetricDef = gauge(shared::GPU_POWER_WATTS, "GPU power draw.
 
 /// Whether the broker answered the last sample.
 pub const KAFKA_UP: MetricDef = gauge("flmon_kafka_up", "1 when the brokers answered the last sample.");
+/// Whether a watched topic exists, per topic.
+pub const KAFKA_TOPIC_UP: MetricDef = gauge(
+    "flmon_kafka_topic_up",
+    "1 when the watched topic is in the brokers' metadata, 0 when it is missing or its name is invalid.",
+);
 /// High watermark per partition.
 pub const KAFKA_HIGH_WATERMARK: MetricDef = gauge(
     "flmon_kafka_partition_high_watermark",

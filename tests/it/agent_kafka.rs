@@ -20,6 +20,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 const UPDATES: &str = "fl-updates";
+/// A watched topic that is never created.
+const MISSING: &str = "fl-never-created";
 const EVENTS: &str = "fl-events";
 const GROUP: &str = "fl-aggregator";
 const IDLE_GROUP: &str = "fl-never-committed";
@@ -160,7 +162,7 @@ async fn rates_and_lags_match_the_group_is_undisturbed_and_metrics_resume_after_
         "--kafka-bootstrap-servers",
         &bootstrap,
         "--kafka-topics",
-        UPDATES,
+        &format!("{UPDATES},{MISSING},bad topic"),
         "--kafka-consumer-groups",
         &format!("{GROUP},{IDLE_GROUP}"),
         "--kafka-events-topic",
@@ -172,6 +174,11 @@ async fn rates_and_lags_match_the_group_is_undisturbed_and_metrics_resume_after_
         metric(&agent, "flmon_kafka_up") == Some(1.0)
     })
     .await;
+    // A watched topic the broker lacks, or whose name is invalid, is named as missing.
+    let topic_up = |topic: &str| metric(&agent, &format!("flmon_kafka_topic_up{{topic=\"{topic}\"}}"));
+    assert_eq!(topic_up(UPDATES), Some(1.0));
+    assert_eq!(topic_up(MISSING), Some(0.0));
+    assert_eq!(topic_up("bad topic"), Some(0.0));
 
     // A second process produces RATE messages per second for SECONDS seconds.
     let producer = tokio::process::Command::new(flmon_tests::tool("python"))

@@ -12,7 +12,7 @@
 //! itself, so after a broker restart the next sample succeeds again. (librdkafka's manual
 //! assignment still needs a `group.id`: [`UNJOINED_GROUP`], never joined nor committed to.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -192,6 +193,8 @@ pub struct Watermarks {
 /// One sample's view of the brokers.
 #[derive(Debug, Clone, Default)]
 struct View {
+    /// Watched topics the brokers do not have, with why.
+    missing: BTreeMap<String, String>,
     partitions: BTreeMap<(String, i32), Watermarks>,
     committed: BTreeMap<String, BTreeMap<(String, i32), Option<i64>>>,
 }
@@ -205,6 +208,8 @@ pub struct KafkaCollector {
     previous: Option<(f64, BTreeMap<String, i64>)>,
     previous_highs: BTreeMap<(String, i32), i64>,
     mean_size: HashMap<String, f64>,
+    /// Watched topics last seen missing (logged when that changes).
+    reported_missing: BTreeSet<String>,
 }
 
 impl KafkaCollector {
@@ -225,7 +230,24 @@ impl KafkaCollector {
             previous: None,
             previous_highs: BTreeMap::new(),
             mean_size: HashMap::new(),
+            reported_missing: BTreeSet::new(),
         })
+    }
+
+    /// Logs a watched topic when it goes missing and when it is back: once per change, not at
+    /// every sample.
+    fn report_missing(&mut self, missing: &BTreeMap<String, String>) {
+        for (topic, why) in missing {
+            if !self.reported_missing.contains(topic) {
+                tracing::warn!(topic = %topic, reason = %why, "a watched Kafka topic is missing: no numbers for it until it exists");
+            }
+        }
+        for topic in &self.reported_missing {
+            if !missing.contains_key(topic) {
+                tracing::info!(topic = %topic, "the watched Kafka topic exists now");
+            }
+        }
+        self.reported_missing = missing.keys().cloned().collect();
     }
 
     fn read_view(&self) -> Result<View, String> {
@@ -236,10 +258,15 @@ impl KafkaCollector {
                 .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
                 .map_err(|e| format!("cannot read metadata of topic {topic}: {e}"))?;
             let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+                view.missing
+                    .insert(topic.clone(), "not in the brokers' metadata".to_owned());
                 continue;
             };
-            if t.error().is_some() {
-                continue; // The topic does not exist (yet): nothing to report for it.
+            if let Some(error) = t.error() {
+                // The topic does not exist (yet) or its name is invalid: no numbers for it.
+                view.missing
+                    .insert(topic.clone(), format!("{:?}", RDKafkaErrorCode::from(error)));
+                continue;
             }
             for p in t.partitions() {
                 let (low, high) = self
@@ -340,6 +367,7 @@ impl Collector for KafkaCollector {
                 };
             }
         };
+        self.report_missing(&view.missing);
         let latency = self.sample_latency(&view);
         for (topic, (_, size)) in &latency {
             self.mean_size.insert(topic.clone(), *size);
@@ -363,6 +391,18 @@ impl Collector for KafkaCollector {
 
         let mut w = TextWriter::new();
         w.family(&metrics::KAFKA_UP, |f| f.sample(&[], 1.0));
+        w.family(&metrics::KAFKA_TOPIC_UP, |f| {
+            for topic in &self.watch.topics {
+                f.sample(
+                    &[("topic", topic)],
+                    if view.missing.contains_key(topic) {
+                        0.0
+                    } else {
+                        1.0
+                    },
+                );
+            }
+        });
         w.family(&metrics::KAFKA_TOPIC_MESSAGES, |f| {
             for (topic, n) in &totals {
                 f.sample(&[("topic", topic)], *n as f64);
