@@ -126,6 +126,22 @@ fn a_malformed_history_is_named_with_its_line() {
         stderr.contains("bad.json") && stderr.contains("line 2"),
         "{stderr}"
     );
+    // A JSON object that is not a history (every field is optional) is not rendered as an
+    // empty run.
+    let other = dir.path().join("other.json");
+    write(&other, "{\"kind\": \"FLMonitor\"}");
+    let output = render(&[
+        "--history",
+        other.to_str().expect("utf-8 path"),
+        "--out",
+        dir.path().join("out").to_str().expect("utf-8 path"),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("other.json") && stderr.contains("schemaVersion: missing"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -2,10 +2,10 @@
 //!
 //! Top-level fields are camelCase (`schemaVersion`, `nextSeq`); event fields are snake_case exactly
 //! as the training events that carried them (`global_loss`, `training_seconds`). Every field except
-//! `round` is optional, unknown fields are ignored, and a metric may be a number, `null` (missing),
-//! or a non-finite value written either as Python's bare `NaN`/`Infinity`/`-Infinity` tokens or as
-//! those words in a string (serde_json writes non-finite floats as `null`, which would hide a
-//! diverged loss, so writers should use the strings).
+//! `schemaVersion` (1) and `round` is optional, unknown fields are ignored, and a metric may be a
+//! number, `null` (missing), or a non-finite value written either as Python's bare
+//! `NaN`/`Infinity`/`-Infinity` tokens or as those words in a string (serde_json writes non-finite
+//! floats as `null`, which would hide a diverged loss, so writers should use the strings).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -246,12 +246,30 @@ pub struct HistoryError {
 /// [`HistoryError`] with the position and the parser's description of the offending value.
 pub fn parse_history(text: &str) -> Result<History, HistoryError> {
     let quoted = quote_non_finite_tokens(text);
-    serde_json::from_str(&quoted).map_err(|e| HistoryError {
+    let history: History = serde_json::from_str(&quoted).map_err(|e| HistoryError {
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
-    })
+    })?;
+    // Any JSON object parses (every field is optional): the version says it is a history at all.
+    if history.schema_version != SCHEMA_VERSION {
+        let found = match history.schema_version {
+            0 => "missing".to_owned(),
+            v => v.to_string(),
+        };
+        return Err(HistoryError {
+            line: 1,
+            column: 1,
+            message: format!(
+                "schemaVersion: {found} is not supported, expected {SCHEMA_VERSION} (an agent's /v1/history document)"
+            ),
+        });
+    }
+    Ok(history)
 }
+
+/// The `/v1/history` schema version this operator reads.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Rewrites the bare tokens `NaN`, `Infinity`, `-Infinity` outside strings as strings, leaving
 /// everything else byte for byte (so error positions stay close to the original's).
@@ -523,10 +541,24 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_and_missing_fields_default() {
-        let doc = r#"{"future":true,"rounds":[{"round":4,"new_metric":1}],"agent":{"pod":"p"}}"#;
+        let doc =
+            r#"{"schemaVersion":1,"future":true,"rounds":[{"round":4,"new_metric":1}],"agent":{"pod":"p"}}"#;
         let history = parse_history(doc).expect("lenient");
         assert_eq!(history.rounds[0].round, 4);
         assert_eq!(history.agent.pod, "p");
+    }
+
+    #[test]
+    fn a_document_without_the_history_schema_version_is_not_taken_for_an_empty_history() {
+        for (doc, found) in [("{}", "missing"), (r#"{"schemaVersion":2,"rounds":[]}"#, "2")] {
+            let error = parse_history(doc).expect_err(doc);
+            assert!(
+                error
+                    .message
+                    .contains(&format!("schemaVersion: {found} is not supported, expected 1")),
+                "{error}"
+            );
+        }
     }
 
     #[test]
