@@ -66,31 +66,31 @@ pub enum RenderError {
         height: u32,
     },
     /// Writing an output file failed.
-    #[error("failed to write {path}: {source}")]
+    #[error("failed to write {path}: {cause}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The analysis settings are invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A saved history could not be read.
-    #[error("failed to read history {path}: {source}")]
+    #[error("failed to read history {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A saved history is not a valid `/v1/history` document.
-    #[error("invalid history {path}: {source}")]
+    #[error("invalid history {path}: {cause}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// Where and what.
-        source: crate::analysis::HistoryError,
+        cause: crate::analysis::HistoryError,
     },
 }
 
@@ -102,13 +102,13 @@ pub fn read_histories(paths: &[PathBuf]) -> Result<Vec<History>, RenderError> {
     paths
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read {
+            let text = std::fs::read_to_string(path).map_err(|cause| RenderError::Read {
                 path: path.clone(),
-                source,
+                cause,
             })?;
-            crate::analysis::parse_history(&text).map_err(|source| RenderError::Parse {
+            crate::analysis::parse_history(&text).map_err(|cause| RenderError::Parse {
                 path: path.clone(),
-                source,
+                cause,
             })
         })
         .collect()
@@ -294,15 +294,15 @@ pub fn render_analyzer_dir(
     size: Size,
 ) -> Result<Rendered, RenderError> {
     let write = |path: PathBuf, bytes: &[u8]| -> Result<PathBuf, RenderError> {
-        std::fs::write(&path, bytes).map_err(|source| RenderError::Write {
+        std::fs::write(&path, bytes).map_err(|cause| RenderError::Write {
             path: path.clone(),
-            source,
+            cause,
         })?;
         Ok(path)
     };
-    std::fs::create_dir_all(out).map_err(|source| RenderError::Write {
+    std::fs::create_dir_all(out).map_err(|cause| RenderError::Write {
         path: out.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut files = Vec::new();
     let mut svgs = Vec::new();

@@ -274,9 +274,9 @@ pub async fn sync_registration(
         let desired = desired_configuration(registration, current.0.as_deref(), &current.1);
         apply_configuration(client, &desired)
             .await
-            .map_err(|source| RegistrationError::Apply {
+            .map_err(|cause| RegistrationError::Apply {
                 name: registration.configuration_name.clone(),
-                source,
+                cause,
             })?;
         tracing::info!(
             configuration = %registration.configuration_name,
@@ -322,12 +322,12 @@ pub enum RegistrationError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The configuration patch.
-    #[error("failed to apply MutatingWebhookConfiguration {name}: {source}")]
+    #[error("failed to apply MutatingWebhookConfiguration {name}: {cause}")]
     Apply {
         /// The configuration's name.
         name: String,
         /// The API error.
-        source: kube::Error,
+        cause: kube::Error,
     },
 }
 

@@ -68,25 +68,25 @@ pub enum TlsError {
     #[error("failed to load the serving certificate: {0}")]
     Rustls(#[from] rustls::Error),
     /// The API server refused a read or write.
-    #[error("failed to {action} Secret {secret}: {source}")]
+    #[error("failed to {action} Secret {secret}: {cause}")]
     Kube {
         /// What was attempted.
         action: &'static str,
         /// `namespace/name` of the Secret.
         secret: String,
         /// The API error.
-        source: kube::Error,
+        cause: kube::Error,
     },
     /// Other writers kept winning.
     #[error("Secret {0} kept changing under concurrent writers; giving up for now")]
     Contended(String),
     /// A certificate file (mounted by cert-manager) could not be read.
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}: {cause}")]
     File {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -425,9 +425,9 @@ fn certified_key(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, TlsError> {
 fn read_files(dir: &Path) -> Result<(String, String), TlsError> {
     let read = |name: &str| {
         let path = dir.join(name);
-        std::fs::read_to_string(&path).map_err(|source| TlsError::File {
+        std::fs::read_to_string(&path).map_err(|cause| TlsError::File {
             path: path.display().to_string(),
-            source,
+            cause,
         })
     };
     Ok((read(KEY_CERT)?, read(KEY_KEY)?))
@@ -462,10 +462,10 @@ pub async fn ensure_secret(
 ) -> Result<TlsMaterial, TlsError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let id = format!("{namespace}/{name}");
-    let kube_error = |action, source| TlsError::Kube {
+    let kube_error = |action, cause| TlsError::Kube {
         action,
         secret: id.clone(),
-        source,
+        cause,
     };
     for _ in 0..5 {
         let now = Timestamp::now();
