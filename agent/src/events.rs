@@ -475,8 +475,19 @@ impl<'v, 'j> Fields<'v, 'j, '_, '_> {
     fn number(&mut self, field: &str, expected: &str, ok: impl Fn(f64) -> bool) -> Option<f64> {
         match self.get(field)? {
             Value::Number(n) if ok(*n) => Some(*n),
-            other => {
+            other @ Value::Number(_) => {
                 self.bad(field, other, expected);
+                None
+            }
+            other => {
+                // The type is the problem, not the range: say so first.
+                let kind = match other {
+                    Value::String(_) => "a string",
+                    Value::Bool(_) => "a boolean",
+                    Value::Array(_) => "an array",
+                    _ => "an object",
+                };
+                self.bad(field, other, &format!("a JSON number, not {kind}: {expected}"));
                 None
             }
         }
@@ -505,7 +516,7 @@ impl<'v, 'j> Fields<'v, 'j, '_, '_> {
     }
 
     fn int(&mut self, field: &str) -> Option<u64> {
-        self.number(field, "an integer >= 0", |n| {
+        self.number(field, "an integer from 0 to 2^53 (9007199254740992)", |n| {
             n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n <= MAX_INT
         })
         .map(|n| n as u64)
@@ -591,6 +602,21 @@ mod tests {
         assert_eq!(e[0].field.as_deref(), Some("global_accuracy"));
         assert_eq!(e[0].value, serde_json::json!(94.38));
         assert!(e[0].expected.contains("0 to 1"));
+    }
+
+    #[test]
+    fn a_number_sent_as_a_string_is_told_as_a_type_error_and_a_too_large_round_gives_the_limit() {
+        let e = errs(r#"{"type":"round_end","round":1,"global_accuracy":"0.9"}"#);
+        assert_eq!(e[0].value, serde_json::json!("0.9"));
+        assert!(
+            e[0].expected.starts_with("a JSON number, not a string"),
+            "{}",
+            e[0].expected
+        );
+        assert!(e[0].expected.contains("0 to 1"), "{}", e[0].expected);
+        let e = errs(r#"{"type":"round_end","round":18446744073709551615}"#);
+        assert_eq!(e[0].field.as_deref(), Some("round"));
+        assert!(e[0].expected.contains("9007199254740992"), "{}", e[0].expected);
     }
 
     #[test]
