@@ -112,7 +112,7 @@ pub enum LogFormat {
 )]
 pub struct Config {
     /// Address of the metrics server (`/metrics`, `/v1/history`, `/healthz`, `/readyz`).
-    #[arg(long, env = env::METRICS_ADDR, default_value = "0.0.0.0:9477")]
+    #[arg(long, env = env::METRICS_ADDR, default_value = "0.0.0.0:9477", value_parser = parse_addr)]
     pub metrics_addr: SocketAddr,
     /// Address of the event-ingest server; must be a loopback address.
     #[arg(long, env = env::INGEST_ADDR, default_value = "127.0.0.1:9478", value_parser = parse_loopback)]
@@ -270,6 +270,13 @@ impl Config {
 }
 
 /// The ingest listener's address: only loopback, so only the pod's own app may post events.
+/// An IP address and port; host names are not resolved (the agent binds before DNS matters).
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{e}: expected an IP address and a port, such as 0.0.0.0:9477 or [::]:9477 (host names are not resolved)"))
+}
+
 fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = text
         .trim()
@@ -284,8 +291,12 @@ fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
 
 /// A sampling interval: a duration of at least the shared minimum.
 fn parse_sample_interval(text: &str) -> Result<Duration, String> {
-    let interval = parse_duration(text)?;
     let min = flmon_crds::flmonitor::MIN_SAMPLE_INTERVAL_MS;
+    // `0` is a duration to Prometheus; here it is only too short.
+    if text.trim() == "0" {
+        return Err(format!("too short: expected at least {min}ms"));
+    }
+    let interval = parse_duration(text)?;
     if interval < Duration::from_millis(min) {
         return Err(format!("too short: expected at least {min}ms"));
     }
@@ -502,6 +513,8 @@ mod tests {
         for (flag, value, expected) in [
             ("--ingest-addr", "0.0.0.0:9478", "loopback"),
             ("--sample-interval", "0s", "at least 100ms"),
+            ("--sample-interval", "0", "at least 100ms"),
+            ("--metrics-addr", "localhost:9477", "host names are not resolved"),
             ("--sample-interval", "50ms", "at least 100ms"),
             ("--history-rounds", "0", "positive"),
             ("--history-samples", "0", "positive"),
