@@ -106,38 +106,34 @@ fn saved_histories_render_into_figures_a_report_and_a_page() {
     assert!(report.contains("Converged"), "{report}");
 }
 
-#[test]
-fn a_malformed_history_is_named_with_its_line() {
+/// Renders the history `text` (saved as `name`) and returns the error output of the failure.
+fn refused_history(name: &str, text: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bad = dir.path().join("bad.json");
-    write(
-        &bad,
-        "{\"schemaVersion\": 1,\n \"rounds\": [{\"round\": \"three\"}]}",
-    );
+    let path = dir.path().join(name);
+    write(&path, text);
     let output = render(&[
         "--history",
-        bad.to_str().expect("utf-8 path"),
+        path.to_str().expect("utf-8 path"),
         "--out",
         dir.path().join("out").to_str().expect("utf-8 path"),
     ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{name} was rendered");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_malformed_history_is_named_with_its_line() {
+    let stderr = refused_history(
+        "bad.json",
+        "{\"schemaVersion\": 1,\n \"rounds\": [{\"round\": \"three\"}]}",
+    );
     assert!(
         stderr.contains("bad.json") && stderr.contains("line 2"),
         "{stderr}"
     );
     // A JSON object that is not a history (every field is optional) is not rendered as an
     // empty run.
-    let other = dir.path().join("other.json");
-    write(&other, "{\"kind\": \"FLMonitor\"}");
-    let output = render(&[
-        "--history",
-        other.to_str().expect("utf-8 path"),
-        "--out",
-        dir.path().join("out").to_str().expect("utf-8 path"),
-    ]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_history("other.json", "{\"kind\": \"FLMonitor\"}");
     assert!(
         stderr.contains("other.json") && stderr.contains("schemaVersion: missing"),
         "{stderr}"
