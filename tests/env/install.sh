@@ -75,7 +75,7 @@ install_k8s() {
   dir=$(k8s_dir)
   stamp_ok "$dir" && return 0
   local staging="v0.${K8S_VERSION#v1.}"
-  run_step "build kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION (cold: about 15-25 min on 2 cores)" \
+  run_step "build kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION (cold: about 5-20 min on 2 cores)" \
     "$LOG_DIR/k8s-build.log" go_wrapper_build "$dir" k8s.io/kubernetes "$K8S_VERSION" "$staging" "$(k8s_ldflags)" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
   "$dir/bin/kube-apiserver" --version | grep -qF "$K8S_VERSION" || { say "kube-apiserver reports $("$dir/bin/kube-apiserver" --version), wanted $K8S_VERSION"; return 1; }
