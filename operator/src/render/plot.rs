@@ -641,6 +641,18 @@ fn rgb((r, g, b): Rgb) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+/// A panel's layout at scale 1, in pixels: its margin, caption font and the label areas below and
+/// left of the plotting area (shared by the chart and the legend's headroom estimate).
+const MARGIN: f64 = 14.0;
+const CAPTION_FONT: f64 = 19.0;
+const X_LABEL_AREA: f64 = 48.0;
+const Y_LABEL_AREA: f64 = 78.0;
+/// Tick labels and legend entries.
+const TICK_FONT: f64 = 13.0;
+/// The legend's margin and the width of its line samples.
+const LEGEND_MARGIN: f64 = 6.0;
+const LEGEND_SAMPLE: f64 = 28.0;
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
@@ -652,12 +664,12 @@ where
     let ((x0, x1), yr) = ranges(panel);
     let (y0, y1) = legend_headroom(panel, area.dim_in_pixel(), s, (x0, x1), yr);
     let label_font = ("sans-serif", 15.0 * s).into_font();
-    let tick_font = ("sans-serif", 13.0 * s).into_font();
+    let tick_font = ("sans-serif", TICK_FONT * s).into_font();
     let mut chart = ChartBuilder::on(area)
-        .caption(&panel.title, ("sans-serif", 19.0 * s).into_font())
-        .margin(px(14.0 * s))
-        .x_label_area_size(px(48.0 * s))
-        .y_label_area_size(px(78.0 * s))
+        .caption(&panel.title, ("sans-serif", CAPTION_FONT * s).into_font())
+        .margin(px(MARGIN * s))
+        .x_label_area_size(px(X_LABEL_AREA * s))
+        .y_label_area_size(px(Y_LABEL_AREA * s))
         .build_cartesian_2d(x0..x1, YAxis::new(y0, y1, panel.scale == Scale::Log))?;
     let categories = &panel.categories;
     // Values within a millionth of the axis span of zero are zero (not -6.8e-21).
@@ -685,7 +697,7 @@ where
     // As many category names as fit side by side without overlapping.
     let (area_w, _) = area.dim_in_pixel();
     let longest = categories.iter().map(|c| c.chars().count()).max().unwrap_or(1) as f64;
-    let fit = ((f64::from(area_w) - 110.0 * s) / ((longest + 2.0) * 13.0 * s * 0.62))
+    let fit = ((f64::from(area_w) - 110.0 * s) / ((longest + 2.0) * TICK_FONT * s * 0.62))
         .floor()
         .max(1.0) as usize;
     // A panel without data shows its message in a bare frame, not a made-up 0–1 scale.
@@ -736,7 +748,6 @@ where
     };
     let mut non_finite_marked = false;
     let mut legend = 0usize;
-    let mut longest_label = 0usize;
     for line in &panel.lines {
         let color = rgb(line.color);
         let cols = columns(panel, &line.buckets, xr, width);
@@ -773,7 +784,6 @@ where
                 let anno = chart.draw_series(bars)?;
                 if shown_in_legend {
                     legend += 1;
-                    longest_label = longest_label.max(line.label.chars().count());
                     let size = px(10.0 * s) as i32;
                     anno.label(line.label.clone()).legend(move |(x, y)| {
                         Rectangle::new(
@@ -866,7 +876,6 @@ where
                 };
                 if shown_in_legend {
                     legend += 1;
-                    longest_label = longest_label.max(line.label.chars().count());
                     let len = px(22.0 * s) as i32;
                     let (dash_end, next) = legend_dashes(len, line.style == Style::Dashed);
                     anno.label(line.label.clone()).legend(move |(x, y)| {
@@ -893,7 +902,6 @@ where
                 if !non_finite_marked {
                     non_finite_marked = true;
                     legend += 1;
-                    longest_label = longest_label.max("non-finite (NaN/∞)".chars().count());
                     let size = px(10.0 * s) as i32;
                     anno.label("non-finite (NaN/∞)").legend(move |(x, y)| {
                         Rectangle::new(
@@ -916,7 +924,6 @@ where
                 style,
             )))?;
             legend += 1;
-            longest_label = longest_label.max(r.label.chars().count());
             let len = px(22.0 * s) as i32;
             let (dash_end, next) = legend_dashes(len, true);
             anno.label(r.label.clone()).legend(move |(x, y)| {
@@ -927,14 +934,15 @@ where
         }
     }
     if legend > 0 {
-        let size = legend_box(legend, longest_label, s, chart.plotting_area().dim_in_pixel());
+        let (entries, longest) = legend_entries(panel, (y0, y1));
+        let size = legend_box(entries, longest, s, chart.plotting_area().dim_in_pixel());
         chart
             .configure_series_labels()
             .label_font(tick_font)
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
-            .margin(px(6.0 * s))
-            .legend_area_size(px(28.0 * s))
+            .margin(px(LEGEND_MARGIN * s))
+            .legend_area_size(px(LEGEND_SAMPLE * s))
             .position(legend_corner(panel, (x0, x1), (y0, y1), size).0)
             .draw()?;
     }
@@ -945,9 +953,9 @@ where
 /// and longest label: plotters stacks one row per entry, each a tick font's line high, after a
 /// sample `legend_area_size` wide.
 fn legend_box(entries: usize, longest_label: usize, s: f64, (w, h): (u32, u32)) -> (f64, f64) {
-    let row = 13.0 * s * 1.3;
-    let width = 28.0 * s + longest_label as f64 * 13.0 * s * 0.58 + 4.0 * 6.0 * s;
-    let height = entries as f64 * row + 4.0 * 6.0 * s;
+    let row = TICK_FONT * s * 1.3;
+    let width = (LEGEND_SAMPLE + longest_label as f64 * TICK_FONT * 0.58 + 4.0 * LEGEND_MARGIN) * s;
+    let height = entries as f64 * row + 4.0 * LEGEND_MARGIN * s;
     (
         (width / f64::from(w.max(1))).min(1.0),
         (height / f64::from(h.max(1))).min(1.0),
@@ -1060,8 +1068,8 @@ fn legend_headroom(panel: &Panel, area: (u32, u32), s: f64, xr: (f64, f64), yr: 
     }
     // The plotting area: the panel less its margins, caption and axis label areas.
     let plot = (
-        (f64::from(area.0) - (2.0 * 14.0 + 78.0) * s).max(1.0) as u32,
-        (f64::from(area.1) - (2.0 * 14.0 + 48.0 + 19.0 * 1.6) * s).max(1.0) as u32,
+        (f64::from(area.0) - (2.0 * MARGIN + Y_LABEL_AREA) * s).max(1.0) as u32,
+        (f64::from(area.1) - (2.0 * MARGIN + X_LABEL_AREA + CAPTION_FONT * 1.6) * s).max(1.0) as u32,
     );
     let size = legend_box(entries, longest, s, plot);
     if legend_corner(panel, xr, yr, size).1 == 0.0 {
