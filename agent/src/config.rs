@@ -269,7 +269,6 @@ impl Config {
     }
 }
 
-/// The ingest listener's address: only loopback, so only the pod's own app may post events.
 /// An IP address and port; host names are not resolved (the agent binds before DNS matters).
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     text.trim()
@@ -277,6 +276,7 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{e}: expected an IP address and a port, such as 0.0.0.0:9477 or [::]:9477 (host names are not resolved)"))
 }
 
+/// The ingest listener's address: only loopback, so only the pod's own app may post events.
 fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = text
         .trim()
@@ -292,10 +292,6 @@ fn parse_loopback(text: &str) -> Result<SocketAddr, String> {
 /// A sampling interval: a duration of at least the shared minimum.
 fn parse_sample_interval(text: &str) -> Result<Duration, String> {
     let min = flmon_crds::flmonitor::MIN_SAMPLE_INTERVAL_MS;
-    // `0` is a duration to Prometheus; here it is only too short.
-    if text.trim() == "0" {
-        return Err(format!("too short: expected at least {min}ms"));
-    }
     let interval = parse_duration(text)?;
     if interval < Duration::from_millis(min) {
         return Err(format!("too short: expected at least {min}ms"));
@@ -322,7 +318,7 @@ fn body_limit(text: &str) -> Result<usize, String> {
 }
 
 /// Parses a Prometheus duration: one or more `<number><unit>` with units `ms`, `s`, `m`, `h`, `d`,
-/// `w`, `y`, largest first (`1h30m`, `5s`, `250ms`).
+/// `w`, `y`, largest first (`1h30m`, `5s`, `250ms`), or a bare `0`.
 ///
 /// # Errors
 /// A message naming the value and the accepted syntax.
@@ -331,6 +327,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());
+    }
+    // Prometheus writes a zero duration as a bare `0`.
+    if rest == "0" {
+        return Ok(Duration::ZERO);
     }
     let mut total_ms: u128 = 0;
     let mut last_unit = u128::MAX;
@@ -476,6 +476,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("30m1h").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-5s").is_err());
