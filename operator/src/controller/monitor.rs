@@ -454,27 +454,46 @@ pub fn status_changes(current: &FLMonitorStatus, status: &FLMonitorStatus) -> Ma
         changes.insert("phase".into(), json!(status.phase));
     }
     if current.pods != status.pods {
-        changes.insert("pods".into(), json!(status.pods));
+        changes.insert(
+            "pods".into(),
+            merge_patch(json!(current.pods), json!(status.pods)),
+        );
     }
     if current.outdated_agents != status.outdated_agents {
         changes.insert("outdatedAgents".into(), json!(status.outdated_agents));
     }
     if current.generated != status.generated {
-        let generated = status.generated.clone().unwrap_or_default();
         changes.insert(
             "generated".into(),
-            json!({
-                "service": generated.service,
-                "serviceMonitor": generated.service_monitor,
-                "prometheusRule": generated.prometheus_rule,
-                "dashboard": generated.dashboard,
-            }),
+            merge_patch(json!(current.generated), json!(status.generated)),
         );
     }
     if current.conditions != status.conditions {
         changes.insert("conditions".into(), json!(status.conditions));
     }
     changes
+}
+
+/// `desired` as a JSON merge patch over `current`: a key of a nested object that `desired` leaves
+/// out (an empty list or an absent option not serialized) becomes `null`, so it is removed rather
+/// than kept from `current`.
+fn merge_patch(current: Value, desired: Value) -> Value {
+    match (current, desired) {
+        (Value::Object(current), Value::Object(mut desired)) => {
+            for (key, old) in current {
+                match desired.remove(&key) {
+                    Some(new) => {
+                        desired.insert(key, merge_patch(old, new));
+                    }
+                    None => {
+                        desired.insert(key, Value::Null);
+                    }
+                }
+            }
+            Value::Object(desired)
+        }
+        (_, desired) => desired,
+    }
 }
 
 /// Writes the status when it changed, and counts the write.
@@ -547,6 +566,29 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes["generated"]["serviceMonitor"], Value::Null);
         assert_eq!(changes["generated"]["service"], "flmon-x");
+    }
+
+    #[test]
+    fn a_pod_list_that_emptied_is_patched_away_not_kept() {
+        let current = FLMonitorStatus {
+            pods: Some(flmon_crds::flmonitor::PodCounts {
+                selected: 1,
+                missing: 1,
+                missing_names: vec!["client-7".into()],
+                ..Default::default()
+            }),
+            ..FLMonitorStatus::default()
+        };
+        let mut status = current.clone();
+        if let Some(pods) = status.pods.as_mut() {
+            pods.missing = 0;
+            pods.injected = 1;
+            pods.missing_names.clear();
+        }
+        let changes = status_changes(&current, &status);
+        assert_eq!(changes["pods"]["missingNames"], Value::Null);
+        assert_eq!(changes["pods"]["injected"], 1);
+        assert_eq!(changes["pods"]["missing"], 0);
     }
 
     #[test]
