@@ -163,7 +163,10 @@ impl AgentAudit {
             String::new()
         } else {
             let names: Vec<&str> = self.conflicts.iter().map(String::as_str).collect();
-            format!("; FLMonitors {} select some of these pods too", names.join(", "))
+            format!(
+                "; FLMonitors {} also select pods this monitor selects",
+                names.join(", ")
+            )
         };
         if self.missing > 0 {
             AgentsInjected {
