@@ -73,8 +73,7 @@ k -n flmon-system get alertrules
 
 say "starting the operator (its Deployment stays Pending without a kubelet; this process stands in for it)"
 # Outside the cluster the operator registers its webhook by URL rather than by Service: it
-# re-creates the chart's configuration in that form.
-k delete mutatingwebhookconfiguration flmon >/dev/null
+# takes over the chart's configuration in that form.
 FLMON_OPERATOR_NAMESPACE=flmon-system FLMON_OPERATOR_POD_NAME=flmon-operator-demo \
   FLMON_WEBHOOK_URL="https://127.0.0.1:9443" FLMON_WEBHOOK_ADDR=127.0.0.1:9443 \
   FLMON_WEBHOOK_CONFIG_NAME=flmon FLMON_WEBHOOK_SERVICE=flmon-operator FLMON_WEBHOOK_TLS_SECRET=flmon-webhook-tls \
